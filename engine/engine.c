@@ -1,0 +1,383 @@
+/*
+ * engine.c - the engine thread: callbacks, worker supervision, overflow.
+ *
+ * One thread per server, with every signal blocked.  It
+ *   - drains the per-worker "done" rings: runs callbacks, finishes
+ *     server-owned tasks, frees records released early;
+ *   - keeps the pool at the wanted size: asks the zygote for workers, asks
+ *     surplus workers to stop;
+ *   - handles worker deaths: repairs the submit ring, fails the job the
+ *     worker was running (-ECHILD, naming the signal or exit status) or
+ *     requeues the one it had taken but not started, and replaces it;
+ *   - moves jobs from the overflow queue into the ring when workers made
+ *     room.
+ * It sleeps in poll() on an eventfd (workers and the API kick it, only when
+ * it announced it sleeps) and on the zygote socket: no timed wake-ups.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DONE_BATCH 64u
+
+static struct pp_spsc *done_ring(struct pp_server *s, int slot)
+{
+    return pp_seg_ptr(&s->seg, s->sh->done_off + (uint64_t)slot * s->sh->done_stride);
+}
+
+void pp__engine_kick(struct pp_server *s)
+{
+    uint64_t one = 1;
+    (void)!write(s->sh->engine_efd, &one, sizeof(one));
+}
+
+bool pp__in_engine(struct pp_server *s)
+{
+    return s->engine_started && pthread_equal(pthread_self(), s->engine);
+}
+
+/* ---------------------------------------------------------------- */
+/* Finished jobs                                                      */
+/* ---------------------------------------------------------------- */
+
+static void handle_done(struct pp_server *s, uint64_t off)
+{
+    struct pp_rec *r = pp__rec_at(s, off);
+    uint32_t st = pp_load_acquire(&r->state);
+
+    if ((st & PP_ST_PHASE) == PP_ST_EXECUTED)
+        pp__finish_by_engine(s, r);
+    else if ((st & PP_ST_PHASE) == PP_ST_DONE && (st & PP_ST_ORPHAN))
+        pp__rec_free(s, r);
+}
+
+static unsigned drain_slot(struct pp_server *s, int slot)
+{
+    uint64_t offs[DONE_BATCH];
+    unsigned k, total = 0;
+
+    while ((k = pp_spsc_pop_burst(done_ring(s, slot), offs, DONE_BATCH)) > 0) {
+        for (unsigned i = 0; i < k; i++)
+            handle_done(s, offs[i]);
+        total += k;
+    }
+    return total;
+}
+
+static unsigned drain_all(struct pp_server *s)
+{
+    unsigned n = 0, used = pp_load_relaxed(&s->slots_used);
+    for (unsigned i = 0; i < used; i++)
+        n += drain_slot(s, (int)i);
+    return n;
+}
+
+static bool any_done_pending(struct pp_server *s)
+{
+    unsigned used = pp_load_relaxed(&s->slots_used);
+    for (unsigned i = 0; i < used; i++) {
+        struct pp_spsc *d = done_ring(s, (int)i);
+        if (pp_load_acquire(&d->tail) != pp_load_relaxed(&d->head))
+            return true;
+    }
+    return false;
+}
+
+/* ---------------------------------------------------------------- */
+/* Worker pool                                                        */
+/* ---------------------------------------------------------------- */
+
+static void spawn_slot(struct pp_server *s, int i)
+{
+    struct pp_wcb *w = &s->sh->wcb[i];
+
+    pp_store_relaxed(&w->stop, 0);
+    pp_store_relaxed(&w->pid, 0);
+    pp_store_relaxed(&w->started, 0);
+    w->restart = s->cfg.restart;
+    w->cpu = s->cfg.pin && s->ncpus_allowed > 0
+                 ? s->cpus_allowed[i % s->ncpus_allowed] : -1;
+    if ((unsigned)i + 1 > pp_load_relaxed(&s->slots_used))
+        pp_store_release(&s->slots_used, (unsigned)i + 1);
+    if (pp__zygote_spawn(s, i, w->cpu) < 0)
+        return; /* zygote gone: handled when its socket reports EOF */
+    s->slots[i].state = PP_SLOT_SPAWNING;
+    atomic_fetch_add(&s->started_workers, 1);
+}
+
+/* Brings the pool to the target: spawn into empty slots below it, stop
+ * workers at or above it. */
+static void reconcile(struct pp_server *s)
+{
+    int target = pp_load_acquire(&s->target);
+    bool woke = false;
+
+    if (pp_load_relaxed(&s->shutdown))
+        return;
+    for (int i = 0; i < PP_MAX_WORKERS; i++) {
+        struct pp_slot *sl = &s->slots[i];
+        if (i < target) {
+            if (sl->state == PP_SLOT_EMPTY && !sl->repair_pending)
+                spawn_slot(s, i);
+        } else if (sl->state == PP_SLOT_LIVE || sl->state == PP_SLOT_SPAWNING) {
+            pp_store_release(&s->sh->wcb[i].stop, 1);
+            sl->state = PP_SLOT_STOPPING;
+            woke = true;
+        }
+    }
+    if (woke) /* sleeping workers must see their stop flag */
+        pp_event_signal(&s->sh->work, INT_MAX);
+    pthread_mutex_lock(&s->ctl_lock);
+    pthread_cond_broadcast(&s->ctl_cond);
+    pthread_mutex_unlock(&s->ctl_lock);
+}
+
+static void describe_death(int wstatus, int slot, pid_t pid, char *buf, size_t n)
+{
+    if (WIFSIGNALED(wstatus)) {
+        int sig = WTERMSIG(wstatus);
+        snprintf(buf, n, "worker %d (pid %d) killed by signal %d (%s) while running the job",
+                 slot, (int)pid, sig, strsignal(sig));
+    } else if (WIFEXITED(wstatus)) {
+        snprintf(buf, n, "worker %d (pid %d) exited with status %d while running the job",
+                 slot, (int)pid, WEXITSTATUS(wstatus));
+    } else {
+        snprintf(buf, n, "worker %d (pid %d) vanished while running the job", slot,
+                 (int)pid);
+    }
+}
+
+/* The claims of every worker that may still be running (for repair). */
+static unsigned live_claims(struct pp_server *s, int except,
+                            struct pp_ring_claim **out)
+{
+    unsigned n = 0, used = pp_load_relaxed(&s->slots_used);
+    for (unsigned i = 0; i < used; i++)
+        if ((int)i != except && s->slots[i].state != PP_SLOT_EMPTY)
+            out[n++] = &s->sh->wcb[i].claim;
+    return n;
+}
+
+/* Settles the dead worker's claim.  Returns false to retry later. */
+static bool repair(struct pp_server *s, int i)
+{
+    struct pp_ring_claim *live[PP_MAX_WORKERS];
+    struct pp_wcb *w = &s->sh->wcb[i];
+    struct pp_slot *sl = &s->slots[i];
+    unsigned n = live_claims(s, i, live);
+    uint64_t off;
+
+    /* Anything the worker handed over before it died comes first, so a
+     * record it finished is not mistaken for one it was running. */
+    drain_slot(s, i);
+    int r = pp_ring_repair(s->ring, &w->claim, live, n, &off);
+    if (r == -EAGAIN)
+        return false;
+    if (r == 1) {
+        struct pp_rec *rec = pp__rec_at(s, off);
+        uint32_t st = pp_load_acquire(&rec->state);
+        uint64_t seq = rec->seq;
+        bool same = seq == pp_load_relaxed(&w->held_seq);
+        bool started = pp_load_relaxed(&w->started) == off && same;
+        uint32_t ph = st & PP_ST_PHASE;
+        if (ph == PP_ST_QUEUED && started) {
+            char msg[PP_ERRMSG_MAX];
+            describe_death(sl->wstatus, i, sl->pid, msg, sizeof(msg));
+            pp__fail_rec(s, rec, -ECHILD, msg);
+        } else if (ph == PP_ST_QUEUED) {
+            pp__enqueue(s, rec); /* taken, never started: run it elsewhere */
+        } else if (same && ph == PP_ST_EXECUTED) {
+            pp__finish_by_engine(s, rec);  /* died before handing it over */
+        } else if (same && ph == PP_ST_DONE && (st & PP_ST_ORPHAN)) {
+            pp__rec_free(s, rec);
+        }
+    }
+    pp_store_relaxed(&w->started, 0);
+    sl->repair_pending = false;
+    sl->state = PP_SLOT_EMPTY;
+    sl->pid = 0;
+    return true;
+}
+
+static void on_exit_msg(struct pp_server *s, const struct pp_zmsg *m)
+{
+    struct pp_slot *sl = &s->slots[m->slot];
+    struct pp_wcb *w = &s->sh->wcb[m->slot];
+    bool clean = WIFEXITED(m->status) && WEXITSTATUS(m->status) == 0 &&
+                 pp_load_relaxed(&w->claim.taken) == 0 &&
+                 pp_load_relaxed(&w->claim.pos) == 0;
+    /* Asked to stop, or restart mode after a job: a clean exit is normal. */
+    if (!(clean && (sl->state == PP_SLOT_STOPPING || s->cfg.restart)))
+        atomic_fetch_add(&s->deaths, 1);
+    sl->wstatus = m->status;
+    sl->pid = m->pid;
+    sl->repair_pending = true;
+    repair(s, m->slot); /* false: a live worker is mid-dequeue; retried */
+}
+
+static void zygote_msgs(struct pp_server *s)
+{
+    struct pp_zmsg m;
+
+    while (recv(s->zsock, &m, sizeof(m), MSG_DONTWAIT) == (ssize_t)sizeof(m)) {
+        if (m.slot < 0 || m.slot >= PP_MAX_WORKERS)
+            continue;
+        struct pp_slot *sl = &s->slots[m.slot];
+        switch (m.type) {
+        case PP_Z_SPAWNED:
+            sl->pid = m.pid;
+            if (sl->state == PP_SLOT_SPAWNING)
+                sl->state = PP_SLOT_LIVE;
+            break;
+        case PP_Z_SPAWN_FAILED:
+            sl->state = PP_SLOT_EMPTY;
+            pthread_mutex_lock(&s->ctl_lock);
+            s->spawn_errno = m.status;
+            pthread_mutex_unlock(&s->ctl_lock);
+            break;
+        case PP_Z_EXITED:
+            on_exit_msg(s, &m);
+            break;
+        }
+        int live = 0;
+        for (int i = 0; i < PP_MAX_WORKERS; i++)
+            live += s->slots[i].state == PP_SLOT_LIVE;
+        pthread_mutex_lock(&s->ctl_lock);
+        s->nlive = live;
+        pthread_cond_broadcast(&s->ctl_cond);
+        pthread_mutex_unlock(&s->ctl_lock);
+    }
+}
+
+static bool retry_repairs(struct pp_server *s)
+{
+    bool pending = false;
+    unsigned used = pp_load_relaxed(&s->slots_used);
+    for (unsigned i = 0; i < used; i++)
+        if (s->slots[i].repair_pending && !repair(s, (int)i))
+            pending = true;
+    return pending;
+}
+
+/* ---------------------------------------------------------------- */
+/* Shutdown                                                           */
+/* ---------------------------------------------------------------- */
+
+/* After every worker is gone: finish what was handed over, cancel the rest. */
+static void cancel_everything(struct pp_server *s)
+{
+    drain_all(s);
+    uint32_t nch = pp_load_acquire(&s->nchunks);
+    for (uint32_t c = 0; c < nch; c++)
+        for (uint32_t i = 0; i < PP_REC_CHUNK; i++) {
+            struct pp_rec *r = &s->chunks[c][i];
+            uint32_t st = pp_load_acquire(&r->state);
+            switch (st & PP_ST_PHASE) {
+            case PP_ST_QUEUED:
+                pp__fail_rec(s, r, -ECANCELED, "cancelled: the server was destroyed");
+                break;
+            case PP_ST_EXECUTED:
+                pp__finish_by_engine(s, r);
+                break;
+            }
+        }
+}
+
+/* ---------------------------------------------------------------- */
+/* The loop                                                           */
+/* ---------------------------------------------------------------- */
+
+static void sleep_until_kicked(struct pp_server *s, bool repairs_pending)
+{
+    struct pollfd pfd[2] = { { s->sh->engine_efd, POLLIN, 0 }, { s->zsock, POLLIN, 0 } };
+    uint64_t v;
+
+    if (repairs_pending) {
+        sched_yield(); /* a live worker finishes its dequeue in a moment */
+        return;
+    }
+    pp_store_relaxed(&s->sh->engine_sleeping, 1);
+    /* Pairs with the fence in the workers' to_engine(). */
+    pp_fence_seq_cst();
+    if (!any_done_pending(s) && pp_load_relaxed(&s->sh->overflow_waiting) != 2 &&
+        !pp_load_relaxed(&s->ctl_dirty) && !pp_load_relaxed(&s->shutdown))
+        poll(pfd, 2, -1);
+    pp_store_relaxed(&s->sh->engine_sleeping, 0);
+    while (read(s->sh->engine_efd, &v, sizeof(v)) == sizeof(v))
+        ;
+}
+
+static void *engine_main(void *arg)
+{
+    struct pp_server *s = arg;
+    int r = pp__zygote_start(s);
+
+    pthread_mutex_lock(&s->ctl_lock);
+    s->engine_ready = r == 0 ? 1 : r;
+    pthread_cond_broadcast(&s->ctl_cond);
+    pthread_mutex_unlock(&s->ctl_lock);
+    if (r < 0)
+        return NULL;
+
+    pp_store_relaxed(&s->ctl_dirty, 1);
+    for (;;) {
+        unsigned n = drain_all(s);
+        zygote_msgs(s);
+        bool pend = retry_repairs(s);
+        if (atomic_exchange(&s->ctl_dirty, 0) || !pend)
+            reconcile(s);
+        if (pp_load_relaxed(&s->sh->overflow_waiting))
+            pp__overflow_drain(s);
+        if (pp_load_relaxed(&s->shutdown))
+            break;
+        if (n == 0)
+            sleep_until_kicked(s, pend);
+    }
+    pp__zygote_shutdown(s); /* kills and reaps every worker */
+    cancel_everything(s);
+    return NULL;
+}
+
+int pp__engine_start(struct pp_server *s)
+{
+    sigset_t all, old;
+    int r;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits it */
+    r = pthread_create(&s->engine, NULL, engine_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r)
+        return -r;
+    s->engine_started = true;
+    pthread_mutex_lock(&s->ctl_lock);
+    while (s->engine_ready == 0)
+        pthread_cond_wait(&s->ctl_cond, &s->ctl_lock);
+    r = s->engine_ready < 0 ? s->engine_ready : 0;
+    pthread_mutex_unlock(&s->ctl_lock);
+    if (r < 0) {
+        pthread_join(s->engine, NULL);
+        s->engine_started = false;
+    }
+    return r;
+}
+
+void pp__engine_stop(struct pp_server *s)
+{
+    if (!s->engine_started)
+        return;
+    pp_store_release(&s->shutdown, 1);
+    pp__engine_kick(s);
+    pthread_join(s->engine, NULL);
+    s->engine_started = false;
+}

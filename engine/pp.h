@@ -1,0 +1,320 @@
+/*
+ * pp.h - the one public header of libpp, a parallel job engine.
+ *
+ * A job is a C function (pp_fn) plus argument bytes.  A job server
+ * (pp_server) runs jobs on worker processes, one pinned to each allowed CPU
+ * by default, fed through lock-free rings in a shared-memory segment.
+ *
+ * ===================================================================
+ * Rules that hold for the whole API
+ * ===================================================================
+ *
+ * Errors.  Functions return 0 (or a count) on success and -errno on
+ * failure.  Bad arguments give -EINVAL; nothing in this API aborts on bad
+ * input.  Output parameters are named ret / ret_* and are written only on
+ * success.  The library never prints, except pp_print_stats to the FILE
+ * it is given.
+ *
+ * Processes and threads the library creates.  pp_server_new starts one
+ * engine thread in the calling process (all signals blocked there), one
+ * helper process (the "zygote", which forks workers) and the workers.  All
+ * of them end in pp_server_destroy, and they also end when the host
+ * process dies.  No signal handler is installed in the host.
+ *
+ * Threading.  Every function taking a pp_server or pp_task may be called
+ * from any host thread at any time, concurrently, except:
+ *   - pp_server_destroy must not race with any other call on that server;
+ *   - pp_task_release must be called once per task handle, after which the
+ *     handle must not be used.
+ * pp_job_* functions are called only inside a job function, in a worker,
+ * on the pp_job it was given.
+ *
+ * Callbacks.  A callback given at submission runs exactly once per task,
+ * in the engine thread, as soon as the job is done (or failed, or was
+ * cancelled by pp_server_destroy), without anyone calling a wait function.
+ * In a callback you may read the task (pp_task_result, pp_task_error),
+ * submit new jobs and call pp_task_release on *other* tasks you own.  You
+ * must not call pp_wait, pp_task_wait with a timeout other than 0,
+ * pp_set_ncpus or pp_server_destroy from a callback (they return -EDEADLK
+ * where they can tell).  Callbacks run one at a time; a slow callback
+ * delays the next ones, not the jobs.
+ *
+ * Ownership and lifetime.
+ *   - pp_submit copies the argument bytes into shared memory before it
+ *     returns; the caller may reuse its buffer at once.  (An argument that
+ *     already lies in memory from pp_shm_alloc is not copied; it must stay
+ *     untouched until the task is done.)
+ *   - The result view from pp_task_result stays valid until
+ *     pp_task_release on that task.  The string from pp_task_error likewise.
+ *   - A task submitted with ret == NULL belongs to the server, which
+ *     releases it after its callback has returned.
+ *   - pp_task_release on a task that is still queued or running is
+ *     allowed: the job still runs (its callback too); its result is dropped.
+ *   - pp_server_destroy cancels queued jobs (status -ECANCELED), kills
+ *     running ones, runs the pending callbacks, and frees every task,
+ *     including those the caller had not released: all handles become
+ *     invalid.
+ *
+ * Limits (see also the PP_* constants below).
+ *   - argument and result sizes: 0 .. PP_MAX_PAYLOAD bytes, else -E2BIG;
+ *   - up to PP_MAX_WORKERS local workers, PP_MAX_GROUPS distinct group
+ *     names and PP_MAX_FUNCTIONS distinct job functions per server;
+ *   - a job function must live in the main program or in a shared object
+ *     that stays loaded while its jobs are queued or running.
+ */
+#ifndef PP_H
+#define PP_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define PP_EXPORT __attribute__((visibility("default")))
+#define PP_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define PP_EXPORT
+#define PP_PRINTF(a, b)
+#endif
+
+#define PP_VERSION_STRING "0.1.0"
+
+#define PP_AUTODETECT (-1)           /* ncpus: use the effective processors */
+#define PP_INLINE_MAX 192            /* arguments/results up to this size
+                                        travel inline in the job slot */
+#define PP_MAX_PAYLOAD (1ull << 30)  /* largest argument or result: 1 GiB */
+#define PP_MAX_WORKERS 256           /* local workers per server */
+#define PP_MAX_GROUPS 1024           /* distinct group names per server */
+#define PP_MAX_FUNCTIONS 4096        /* distinct job functions per server */
+#define PP_ERRMSG_MAX 160            /* job error messages are cut to this,
+                                        terminating NUL included */
+#define PP_GROUP_NAME_MAX 63         /* longest group name */
+
+typedef struct pp_server pp_server;     /* the job server */
+typedef struct pp_task pp_task;         /* a submitted job, seen by the submitter */
+typedef struct pp_job pp_job;           /* a running job, seen by the worker */
+typedef struct pp_template pp_template; /* a function + options, fixed once */
+
+/*
+ * A job function.  Runs in a worker process.  Returns 0 or a positive
+ * value on success (reported as the task's status) or a negative code on
+ * failure (also reported; see pp_job_fail to attach a message).
+ */
+typedef int pp_fn(pp_job *job);
+
+/* ------------------------------------------------------------------ */
+/* Server                                                              */
+/* ------------------------------------------------------------------ */
+
+struct pp_config {
+    int ncpus;            /* PP_AUTODETECT (-1) = effective processors
+                             (affinity mask and cgroup CPU quota);
+                             0 = no local worker */
+    bool restart;         /* replace a worker after each task */
+    bool busy_poll;       /* workers and waiters spin instead of sleeping */
+    bool pin;             /* pin worker i to the i-th allowed CPU
+                             (round robin when ncpus exceeds them) */
+    size_t max_queued;    /* 0 = no limit; else at most this many jobs
+                             waiting to start, beyond which pp_submit
+                             returns -EAGAIN (or blocks, see below) */
+    bool block_when_full; /* with max_queued: block instead of -EAGAIN */
+    unsigned spin_us;     /* adaptive waits spin this long before they
+                             sleep on a futex (default 20) */
+    size_t shm_size;      /* virtual size of the shared segment (default
+                             64 GiB; pages are used only when touched) */
+};
+
+/* Fills cfg with the defaults: autodetect, pinned, adaptive waiting. */
+PP_EXPORT void pp_config_init(struct pp_config *cfg);
+
+/*
+ * Creates a job server and starts its workers.  cfg NULL = defaults.
+ * Returns 0 and *ret, or -EINVAL (bad config), -ENOMEM, or the -errno of
+ * a failed system call (memfd_create, mmap, fork, ...).
+ * Thread safety: may be called from any thread, also in a host with other
+ * busy threads.
+ */
+PP_EXPORT int pp_server_new(const struct pp_config *cfg, pp_server **ret);
+
+/*
+ * Stops the server: queued jobs are cancelled (-ECANCELED), running jobs
+ * are killed (-ECANCELED), pending callbacks run, every task is freed,
+ * every worker process has exited and been reaped when this returns, and
+ * the shared segment is unmapped.  NULL is a no-op.
+ */
+PP_EXPORT void pp_server_destroy(pp_server *srv);
+
+/* Number of local workers wanted (after pp_set_ncpus), or -EINVAL. */
+PP_EXPORT int pp_get_ncpus(pp_server *srv);
+
+/*
+ * Grows or shrinks the worker pool while jobs flow.  n = PP_AUTODETECT
+ * means the effective processors.  A worker asked to go finishes its
+ * current job first; queued jobs stay queued for the others (with n = 0
+ * they wait until workers are added again).  Returns 0, or -EINVAL for
+ * n < -1 or n > PP_MAX_WORKERS.
+ */
+PP_EXPORT int pp_set_ncpus(pp_server *srv, int n);
+
+/* Effective processors of this process: affinity mask and cgroup quota. */
+PP_EXPORT int pp_detect_ncpus(void);
+
+/* ------------------------------------------------------------------ */
+/* Submitting and collecting                                           */
+/* ------------------------------------------------------------------ */
+
+struct pp_submit_opts {
+    void (*callback)(pp_task *task, void *arg); /* once, when done */
+    void *callback_arg;
+    const char *group; /* NULL = "default"; at most PP_GROUP_NAME_MAX */
+};
+
+/*
+ * Submits fn(arg[0..len)).  The argument bytes are copied (see the
+ * ownership rules above).  fn must be a function of the main program or of
+ * a loaded shared object.  ret NULL: the server owns the task and releases
+ * it after its callback.
+ * Returns 0, -EINVAL (NULL srv or fn, arg NULL with len > 0, bad group
+ * name), -E2BIG (len > PP_MAX_PAYLOAD), -ENOENT (fn is in no loaded
+ * module), -ENOSPC (too many functions or groups), -EAGAIN (max_queued
+ * reached and not blocking), -ENOMEM, -ESHUTDOWN (server being destroyed).
+ * When it fails, the callback is never called.
+ * Thread safety: any number of threads at once; lock-free when the ring
+ * has room, otherwise the job waits in the server's queue.
+ */
+PP_EXPORT int pp_submit(pp_server *srv, pp_fn *fn, const void *arg, size_t len,
+                        const struct pp_submit_opts *opts, pp_task **ret);
+
+/*
+ * Waits until the task is done: 0, -ETIMEDOUT, or -EINVAL.
+ * timeout_ms: -1 = forever, 0 = just test.
+ */
+PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms);
+
+/*
+ * The job's status (what the job function returned, or a negative code:
+ * -ECHILD when the worker died, -ECANCELED when the server was destroyed)
+ * and a view of its result bytes, valid until pp_task_release.  data and
+ * len may be NULL.  Returns -EINPROGRESS (and leaves data/len alone) when
+ * the task is not done yet, -EINVAL for a NULL task.
+ */
+PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len);
+
+/* The message of a failed job, or NULL (also while not done). */
+PP_EXPORT const char *pp_task_error(pp_task *t);
+
+/* Releases a task handle (see ownership above).  NULL is a no-op. */
+PP_EXPORT void pp_task_release(pp_task *t);
+
+/*
+ * Waits until every job of the group (NULL = of all groups) submitted
+ * before the call is done and its callback has returned.
+ * Returns 0, -ETIMEDOUT, -EINVAL, or -ENOENT for a group never used.
+ */
+PP_EXPORT int pp_wait(pp_server *srv, const char *group, int timeout_ms);
+
+/*
+ * Runs fn over n items of in_size bytes from in, writing item i's result
+ * (at most out_size bytes, zero-filled past what the job wrote) to
+ * out + i * out_size; in input order.  Items are cut into chunks, one job
+ * per chunk, so the cost per item approaches a function call.  Blocks
+ * until all items are done.  Returns 0 when every item returned >= 0,
+ * else the negative status of the lowest failing item (all items still
+ * run); -EINVAL, -E2BIG (a total above PP_MAX_PAYLOAD), -ENOMEM.
+ * A job that returns a result larger than out_size fails with -EOVERFLOW.
+ */
+PP_EXPORT int pp_map(pp_server *srv, pp_fn *fn, const void *in, size_t in_size,
+                     size_t n, void *out, size_t out_size);
+
+/* ------------------------------------------------------------------ */
+/* Templates: a function and options fixed once, cheaper submission    */
+/* ------------------------------------------------------------------ */
+
+PP_EXPORT int pp_template_new(pp_server *srv, pp_fn *fn,
+                              const struct pp_submit_opts *opts,
+                              pp_template **ret);
+PP_EXPORT int pp_template_submit(pp_template *tpl, const void *arg, size_t len,
+                                 pp_task **ret);
+PP_EXPORT void pp_template_destroy(pp_template *tpl);
+
+/* ------------------------------------------------------------------ */
+/* Shared memory for zero-copy arguments                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Memory in the server's shared segment.  An argument that lies in such a
+ * block (from its start) is not copied by pp_submit; the worker reads it
+ * in place.  NULL on failure or len > PP_MAX_PAYLOAD.  Free with
+ * pp_shm_free once the tasks that read it are done.
+ */
+PP_EXPORT void *pp_shm_alloc(pp_server *srv, size_t len);
+PP_EXPORT void pp_shm_free(pp_server *srv, void *p);
+
+/* ------------------------------------------------------------------ */
+/* Statistics                                                          */
+/* ------------------------------------------------------------------ */
+
+#define PP_MAX_NODES 8
+
+struct pp_node_stats {
+    char name[64];        /* "local", or host:port of a remote node */
+    uint64_t njobs;       /* jobs finished on the node */
+    double time_sum_s;    /* sum of their run times */
+    int ncpus;            /* its workers */
+};
+
+struct pp_stats {
+    uint64_t njobs;        /* jobs finished, all nodes */
+    double elapsed_s;      /* since pp_server_new */
+    uint64_t active_tasks; /* submitted and not yet done */
+    int ncpus;             /* local workers */
+    uint64_t worker_deaths;   /* workers that died unexpectedly */
+    uint64_t workers_started; /* worker processes started, all reasons */
+    unsigned nnodes;
+    struct pp_node_stats nodes[PP_MAX_NODES];
+};
+
+PP_EXPORT int pp_get_stats(pp_server *srv, struct pp_stats *ret);
+
+/*
+ * Prints pp's table: job count, % of all jobs, job time sum, time per job,
+ * job server; then the time since creation, active tasks and cores.
+ */
+PP_EXPORT int pp_print_stats(pp_server *srv, FILE *out);
+
+/* ------------------------------------------------------------------ */
+/* Inside a job (worker side)                                          */
+/* ------------------------------------------------------------------ */
+
+/* The argument bytes (never NULL, even for len 0) and their length. */
+PP_EXPORT const void *pp_job_arg(pp_job *job, size_t *len);
+
+/*
+ * Space for the result, written in place in shared memory.  Calling it
+ * again replaces the earlier result.  NULL for len > PP_MAX_PAYLOAD or no
+ * memory; the job then fails with -E2BIG or -ENOMEM unless it sets a
+ * smaller result.
+ */
+PP_EXPORT void *pp_job_result(pp_job *job, size_t len);
+
+/*
+ * Marks the job failed with a message (printf format) and returns code
+ * (made negative if it was not), so a job can `return pp_job_fail(...)`.
+ */
+PP_EXPORT int pp_job_fail(pp_job *job, int code, const char *fmt, ...)
+    PP_PRINTF(3, 4);
+
+/* Index of the worker running the job (0 .. PP_MAX_WORKERS-1). */
+PP_EXPORT int pp_job_worker(pp_job *job);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PP_H */
