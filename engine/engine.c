@@ -105,8 +105,11 @@ static void spawn_slot(struct pp_server *s, int i)
     pp_store_relaxed(&w->pid, 0);
     pp_store_relaxed(&w->started, 0);
     w->restart = s->cfg.restart;
-    w->cpu = s->cfg.pin && s->ncpus_allowed > 0
-                 ? s->cpus_allowed[i % s->ncpus_allowed] : -1;
+    /* Worker 0 gets the last allowed CPU, and so on downwards: the host's
+     * main thread usually runs on the first, and with one worker fewer
+     * than CPUs it keeps a core of its own. */
+    int na = s->ncpus_allowed;
+    w->cpu = s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1;
     if ((unsigned)i + 1 > pp_load_relaxed(&s->slots_used))
         pp_store_release(&s->slots_used, (unsigned)i + 1);
     if (pp__zygote_spawn(s, i, w->cpu) < 0)

@@ -118,7 +118,8 @@ struct pp_config {
                              0 = no local worker */
     bool restart;         /* replace a worker after each task */
     bool busy_poll;       /* workers and waiters spin instead of sleeping */
-    bool pin;             /* pin worker i to the i-th allowed CPU
+    bool pin;             /* pin each worker to one allowed CPU: worker 0
+                             to the last, worker 1 to the one before, ...
                              (round robin when ncpus exceeds them) */
     size_t max_queued;    /* 0 = no limit; else at most this many jobs
                              waiting to start, beyond which pp_submit

@@ -8,7 +8,8 @@
 #    allocator, and only mallocx/dallocx/mallctl reach jemalloc.
 # 2. Links libpp's objects and the jemalloc members they need into one
 #    relocatable object (ld -r).
-# 3. Makes every global symbol local except the public pp_* API, so neither
+# 3. Makes every global symbol local except the exported pp_* API (hidden
+#    visibility marks internal names), so neither
 #    libpp.a nor libpp.so exports a single jemalloc symbol: a host that
 #    links libpp keeps its own malloc.
 set -eu
@@ -21,4 +22,5 @@ for s in malloc free calloc realloc aligned_alloc memalign posix_memalign \
 done > "$tmp/rename.syms"
 objcopy --redefine-syms="$tmp/rename.syms" "$je" "$tmp/je.a"
 ld -r -o "$tmp/all.o" --whole-archive "$core" --no-whole-archive "$tmp/je.a"
-objcopy --wildcard --keep-global-symbol='pp_[a-z]*' "$tmp/all.o" "$out"
+objcopy --localize-hidden --wildcard --keep-global-symbol='pp_[a-z]*' \
+    "$tmp/all.o" "$out"

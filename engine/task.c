@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -243,6 +244,8 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
                 return -ETIMEDOUT;
             if (now >= spin_end)
                 break;
+            if ((i & 1023) == 0 && !s->sh->busy_poll)
+                sched_yield(); /* the worker may share our CPU */
         }
     }
     for (;;) {

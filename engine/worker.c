@@ -129,6 +129,11 @@ static uint64_t take(struct pp_worker *w)
                     return 0;
                 if (!sh->busy_poll && pp_now_ns() >= spin_end)
                     break;
+                /* Let a thread that shares our CPU (often the very
+                 * submitter we wait for) run; costs little when none.
+                 * Busy-poll users asked for a core of their own. */
+                if (!sh->busy_poll)
+                    sched_yield();
             }
         }
         uint32_t seq = pp_event_prepare(&sh->work);

@@ -217,7 +217,7 @@ TEST_F(Lifecycle, TwoServersIndependent)
     a.reset();
     EXPECT_EQ(count_live_children(), 1);
     EXPECT_EQ(wait_workers(2, 10000), 2) << "destroying a touched b's workers";
-    uint64_t x = 77;
+    uint64_t x = 5077;
     pp_task *t = nullptr;
     ASSERT_EQ(pp_submit(b.get(), job_square, &x, sizeof x, nullptr, &t), 0);
     ASSERT_EQ(pp_task_wait(t, 10000), 0);

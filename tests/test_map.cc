@@ -50,6 +50,15 @@ int job_map_overflow(pp_job *job)
     return 0;
 }
 
+/* Item: uint64_t.  Asks for 16 result bytes; ignores a NULL answer. */
+int job_map_overflow_lenient(pp_job *job)
+{
+    void *out = pp_job_result(job, 16);
+    if (out != nullptr)
+        memset(out, 1, 16);
+    return 0;
+}
+
 /* Item: 3 bytes.  Result: the 3 bytes reversed (checks item boundaries). */
 int job_reverse3(pp_job *job)
 {
@@ -166,6 +175,20 @@ TEST_F(MapMore, FailingItemsStillRunAll)
     std::vector<uint64_t> in2(in.begin() + 8, in.end());
     EXPECT_EQ(pp_map(srv.get(), job_map_fail, in2.data(), 8, in2.size(), out.data(), 8), -ERANGE);
     EXPECT_EQ(scratch()->runs.load(), long(in2.size()));
+}
+
+/*
+ * pp.h: pp_job_result gives NULL only above PP_MAX_PAYLOAD or without
+ * memory, and "a job that returns a result larger than out_size fails
+ * with -EOVERFLOW".  job_map_overflow treats NULL as no memory, as the
+ * pp_job_result documentation says; the lenient job ignores it.
+ */
+TEST_F(MapMore, ResultLargerThanOutSizeLenientJob)
+{
+    ServerPtr srv = make_server(2);
+    ASSERT_NE(srv, nullptr);
+    std::vector<uint64_t> in(100), out(100);
+    EXPECT_EQ(pp_map(srv.get(), job_map_overflow_lenient, in.data(), 8, in.size(), out.data(), 8), -EOVERFLOW);
 }
 
 TEST_F(MapMore, ResultLargerThanOutSize)

@@ -1,6 +1,10 @@
 /*
  * peer_common.c - the jobs, the command line and the JSON line shared by
  * every C peer (see peer_common.h for the contract).
+ *
+ * peer_mp.py re-implements the same definitions in Python; a change to a
+ * job, the payload pattern, the LCG or a JSON field here must be made
+ * there too, or ppbench compares different work.
  */
 #define _GNU_SOURCE
 #include "peer_common.h"
@@ -265,6 +269,8 @@ uint64_t peer_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The clock, not an iteration count, bounds the spin: a job then lasts
+ * U us on any CPU and under any compiler, which efficiency relies on. */
 void peer_spin_us(unsigned us)
 {
     uint64_t end = peer_now_ns() + (uint64_t)us * 1000;
@@ -282,6 +288,8 @@ static uint32_t imbalance_next(uint64_t *x)
     return r < 90 ? 10 : (r < 99 ? 200 : 2000);
 }
 
+/* The durations are drawn before timing starts, so the submitter's
+ * LCG steps do not count as overhead. */
 int peer_plan_init(const struct peer_args *a, struct peer_plan *ret)
 {
     struct peer_plan p = { 0 };
@@ -336,9 +344,11 @@ uint64_t peer_u64_job(enum peer_workload w, uint64_t arg)
     return peer_trivial(arg);
 }
 
+/* Written out rather than calling peer_trivial(), so a broken job
+ * function cannot vouch for itself. */
 uint64_t peer_u64_expect(enum peer_workload w, uint64_t arg)
 {
-    return (w == PEER_SCALING || w == PEER_IMBALANCE) ? arg : peer_trivial(arg);
+    return (w == PEER_SCALING || w == PEER_IMBALANCE) ? arg : arg * 2 + 1;
 }
 
 bool peer_u64_check(const struct peer_args *a, const struct peer_plan *p,
@@ -364,6 +374,8 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Nearest rank rather than interpolation: the reported value is a
+ * round trip that really happened, and peer_mp.py computes the same. */
 uint64_t peer_percentile(uint64_t *v, size_t n, double p)
 {
     if (n == 0)
@@ -375,6 +387,8 @@ uint64_t peer_percentile(uint64_t *v, size_t n, double p)
     return v[(rank > n ? n : rank) - 1];
 }
 
+/* Counts through the allowed set, not CPU numbers, so a peer started
+ * under taskset or in a cpuset still spreads over the CPUs it has. */
 int peer_pin_self(int idx)
 {
     cpu_set_t allowed, one;
@@ -415,6 +429,8 @@ int peer_allowed_cpus(void)
 /* Reporting                                                           */
 /* ------------------------------------------------------------------ */
 
+/* Everything starts as null: a field a workload does not measure must
+ * read "not meaningful" to ppbench, never 0. */
 void peer_result_init(struct peer_result *r, const struct peer_args *a,
                       const char *system, const char *variant)
 {
@@ -469,7 +485,9 @@ void peer_result_latency(struct peer_result *r, uint64_t *rtt, uint64_t n,
     r->repeat_call_ns = r->ns_per_job;
 }
 
-/* Writes s as a JSON string (quotes included). */
+/* Writes s as a JSON string (quotes included).  Machine and version
+ * strings come from outside (cpuinfo, the libraries), so they are
+ * escaped rather than trusted. */
 static void json_string(FILE *f, const char *s)
 {
     fputc('"', f);
@@ -484,12 +502,16 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* Integral values (counts, ns) print whole, so a long run's p99 keeps
+ * every digit; fractions keep ten significant digits. */
 static void json_number(FILE *f, double v)
 {
-    if (isfinite(v))
-        fprintf(f, "%.10g", v);
-    else
+    if (!isfinite(v))
         fputs("null", f);
+    else if (v == floor(v) && fabs(v) < 9007199254740992.0) /* 2^53 */
+        fprintf(f, "%.0f", v);
+    else
+        fprintf(f, "%.10g", v);
 }
 
 static void json_field_str(FILE *f, const char *key, const char *v, bool last)
@@ -506,6 +528,8 @@ static void json_field_num(FILE *f, const char *key, double v)
     fputs(", ", f);
 }
 
+/* The field order is fixed and identical in peer_mp.py, so lines from
+ * different peers diff cleanly. */
 int peer_result_print(const struct peer_result *r)
 {
     FILE *f = stdout;

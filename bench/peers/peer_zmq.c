@@ -52,6 +52,7 @@ struct zhdr {
 #define LB_WINDOW 2       /* router-lb: jobs outstanding per worker */
 #define SEND_BURST 64     /* sends or receives before looking at the other */
 #define POLL_MS 1000      /* wake up this often to check on the workers */
+#define INFLIGHT_BYTES (64u << 20) /* queued job bytes, see zrun_init */
 #define PROBE_LIMIT_MS 5000
 
 struct zfarm {
@@ -335,12 +336,13 @@ static void farm_stop(struct zfarm *f)
     farm_unlink(f);
 }
 
-/* Waits until s has a message, checking on the workers every POLL_MS.
- * Returns 0 or -errno. */
-static int wait_in(struct zfarm *f, void *s)
+/* Waits until s is ready for events (ZMQ_POLLIN or ZMQ_POLLOUT),
+ * checking every POLL_MS that no worker has died, since then it might
+ * never be.  Returns 0 or -errno. */
+static int wait_sock(struct zfarm *f, void *s, short events)
 {
     for (;;) {
-        zmq_pollitem_t it = { .socket = s, .events = ZMQ_POLLIN };
+        zmq_pollitem_t it = { .socket = s, .events = events };
         int n = zmq_poll(&it, 1, POLL_MS);
         if (n < 0 && zmq_errno() != EINTR)
             return zerr();
@@ -371,11 +373,15 @@ static int farm_probe(struct zfarm *f)
             rc = -ETIMEDOUT;
             break;
         }
-        for (int k = 0; k < n && rc == 0; k++)
-            rc = send_frame(f->vent, &h, NULL, 0, 0);
+        /* PUSH blocks while no worker is connected: wait, not block. */
+        for (int k = 0; k < n && rc == 0; k++) {
+            rc = wait_sock(f, f->vent, ZMQ_POLLOUT);
+            if (rc == 0)
+                rc = send_frame(f->vent, &h, NULL, 0, ZMQ_DONTWAIT);
+        }
         for (int k = 0; k < n && rc == 0; k++) {
             struct zhdr r;
-            rc = wait_in(f, f->sink);
+            rc = wait_sock(f, f->sink, ZMQ_POLLIN);
             if (rc == 0 && zmq_recv(f->sink, &r, sizeof(r), 0) < 0)
                 rc = zerr();
             if (rc == 0 && r.index < (uint64_t)n && !got[r.index]) {
@@ -412,7 +418,7 @@ static int credit_push(struct credits *cr, const void *id, size_t len)
 /* Receives [routing id][reply] from the router into id and m. */
 static int router_recv(struct zfarm *f, zmq_msg_t *id, zmq_msg_t *m)
 {
-    int rc = wait_in(f, f->router);
+    int rc = wait_sock(f, f->router, ZMQ_POLLIN);
 
     if (rc)
         return rc;
@@ -457,6 +463,7 @@ struct zrun {
     unsigned char *payload; /* payload: the argument, stamped per job */
     uint64_t *batch;        /* map: the items of one message */
     uint64_t chunk, nmsgs;  /* map: items per message; messages to send */
+    uint64_t inflight;      /* most jobs sent but not yet collected */
 };
 
 static int zrun_init(struct zrun *z, const struct peer_args *a)
@@ -481,6 +488,14 @@ static int zrun_init(struct zrun *z, const struct peer_args *a)
         memcpy(z->payload, tmpl, a->payload);
         peer_payload_ref_init(&z->ref, tmpl, a->payload);
     }
+    /* ZeroMQ's high-water marks count messages, not bytes: 1000 queued
+     * 1 MiB jobs per worker would be gigabytes.  Cap what is queued at
+     * INFLIGHT_BYTES, yet never below two jobs per worker. */
+    size_t msg = sizeof(struct zhdr) + (a->workload == PEER_PAYLOAD ? a->payload
+                                        : z->chunk * sizeof(uint64_t));
+    z->inflight = INFLIGHT_BYTES / msg;
+    if (z->inflight < 2 * (uint64_t)a->workers)
+        z->inflight = 2 * (uint64_t)a->workers;
     return 0;
 }
 
@@ -560,13 +575,14 @@ static int recv_reply(struct zrun *z, void *s, int flags)
     return rc;
 }
 
-/* Sends up to SEND_BURST jobs without blocking; returns how many, or
- * -errno. */
-static int push_some(struct zfarm *f, struct zrun *z, uint64_t *sent)
+/* Sends up to SEND_BURST jobs without blocking or going past the
+ * in-flight cap; returns how many, or -errno. */
+static int push_some(struct zfarm *f, struct zrun *z, uint64_t *sent,
+                     uint64_t done)
 {
     int n = 0;
 
-    while (n < SEND_BURST && *sent < z->nmsgs) {
+    while (n < SEND_BURST && *sent < z->nmsgs && *sent - done < z->inflight) {
         int rc = send_job(z, f->vent, *sent, ZMQ_DONTWAIT);
         if (rc == -EAGAIN)
             break;
@@ -617,12 +633,12 @@ static int push_pull_all(struct zfarm *f, struct zrun *z)
     uint64_t sent = 0, done = 0;
 
     while (done < z->nmsgs) {
-        int out = push_some(f, z, &sent);
+        int out = push_some(f, z, &sent, done);
         int in = out < 0 ? 0 : pull_some(f, z, &done, sent);
         if (out < 0 || in < 0)
             return out < 0 ? out : in;
         if (out == 0 && in == 0) {
-            int rc = push_pull_wait(f, sent < z->nmsgs);
+            int rc = push_pull_wait(f, sent < z->nmsgs && sent - done < z->inflight);
             if (rc)
                 return rc;
         }
@@ -715,7 +731,7 @@ static int round_trip(struct zfarm *f, struct zrun *z, uint64_t j)
     int rc = send_job(z, f->vent, j, 0);
 
     if (rc == 0)
-        rc = wait_in(f, f->sink);
+        rc = wait_sock(f, f->sink, ZMQ_POLLIN);
     return rc ? rc : recv_reply(z, f->sink, 0);
 }
 

@@ -1,0 +1,254 @@
+/*
+ * peers.c - runs the peer programs (bench/peers/) and folds their JSON
+ * lines into ppbench's output.
+ *
+ * Every variant a peer offers for a workload is run, so no peer is judged
+ * by a handicapped way of using it.  A peer whose program is missing, or
+ * that says it cannot run (exit 3 unsupported, 4 skipped), is reported on
+ * standard error and skipped; a hung peer is killed after PEER_TIMEOUT_S.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <time.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PEER_TIMEOUT_S 300
+
+extern char **environ;
+
+struct peer_def {
+    const char *prog;      /* file in peers/ */
+    bool python;           /* run through python3 */
+    const char *workload;
+    const char *variants[4];
+};
+
+static const struct peer_def peer_defs[] = {
+    { "peer_omp", false, "overhead", { "for-dynamic1", "tasks" } },
+    { "peer_omp", false, "map", { "for-static" } },
+    { "peer_omp", false, "latency", { "flag-spin", "parallel-per-job" } },
+    { "peer_omp", false, "payload", { "for-dynamic1" } },
+    { "peer_omp", false, "scaling", { "for-dynamic1" } },
+    { "peer_omp", false, "imbalance", { "for-dynamic1" } },
+    { "peer_mpi", false, "overhead", { "window2", "window1" } },
+    { "peer_mpi", false, "map", { "scatter-gather" } },
+    { "peer_mpi", false, "latency", { "send-recv" } },
+    { "peer_mpi", false, "payload", { "window2" } },
+    { "peer_mpi", false, "scaling", { "window2" } },
+    { "peer_mpi", false, "imbalance", { "window2" } },
+    { "peer_zmq", false, "overhead", { "push-pull", "router-lb" } },
+    { "peer_zmq", false, "map", { "push-pull-batch" } },
+    { "peer_zmq", false, "latency", { "push-pull" } },
+    { "peer_zmq", false, "payload", { "push-pull" } },
+    { "peer_zmq", false, "scaling", { "push-pull" } },
+    { "peer_zmq", false, "imbalance", { "push-pull", "router-lb" } },
+    { "peer_fork", false, "overhead", { "fork-pipe" } },
+    { "peer_fork", false, "map", { "fork-per-chunk" } },
+    { "peer_fork", false, "latency", { "fork-pipe" } },
+    { "peer_fork", false, "payload", { "fork-pipe" } },
+    { "peer_fork", false, "scaling", { "fork-pipe" } },
+    { "peer_fork", false, "imbalance", { "fork-pipe" } },
+    { "peer_mp.py", true, "overhead", { "apply_async", "map", "imap_unordered" } },
+    { "peer_mp.py", true, "map", { "map" } },
+    { "peer_mp.py", true, "latency", { "apply" } },
+    { "peer_mp.py", true, "payload", { "apply_async" } },
+    { "peer_mp.py", true, "scaling", { "apply_async-pyspin" } },
+    { "peer_mp.py", true, "imbalance", { "apply_async-pyspin" } },
+};
+
+/* ---------------------------------------------------------------- */
+/* A minimal reader for the flat JSON objects the peers print          */
+/* ---------------------------------------------------------------- */
+
+static const char *field(const char *line, const char *key)
+{
+    char pat[40];
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return NULL;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    return p;
+}
+
+static double num(const char *line, const char *key)
+{
+    const char *p = field(line, key);
+    if (!p || strncmp(p, "null", 4) == 0)
+        return NAN;
+    return strtod(p, NULL);
+}
+
+static void str(const char *line, const char *key, char *out, size_t n)
+{
+    const char *p = field(line, key);
+    size_t k = 0;
+    if (p && *p == '"')
+        for (p++; *p && *p != '"' && k + 1 < n; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            out[k++] = *p;
+        }
+    out[k] = '\0';
+}
+
+static void parse_line(const char *line, struct bench_result *r)
+{
+    char w[24], sys[24], var[40];
+    str(line, "workload", w, sizeof(w));
+    str(line, "system", sys, sizeof(sys));
+    str(line, "variant", var, sizeof(var));
+    bench_result_init(r, w, sys, var);
+    r->workers = (int)num(line, "workers");
+    r->jobs = (uint64_t)num(line, "jobs");
+    double pb = num(line, "payload_bytes");
+    r->payload_bytes = isnan(pb) ? 0 : (uint64_t)pb;
+    r->ns_per_job = num(line, "ns_per_job");
+    r->jobs_per_s = num(line, "jobs_per_s");
+    r->p50_ns = num(line, "p50_ns");
+    r->p99_ns = num(line, "p99_ns");
+    r->p999_ns = num(line, "p999_ns");
+    r->gbps = num(line, "gbps");
+    r->first_call_ns = num(line, "first_call_ns");
+    r->repeat_call_ns = num(line, "repeat_call_ns");
+    r->efficiency = num(line, "efficiency");
+    str(line, "version", r->version, sizeof(r->version));
+}
+
+/* ---------------------------------------------------------------- */
+/* Running one peer                                                   */
+/* ---------------------------------------------------------------- */
+
+/* Reads the child's stdout until EOF or the deadline; emits each line. */
+static void pump(const struct bench_opts *o, int fd, pid_t pid)
+{
+    char buf[8192];
+    size_t have = 0;
+    time_t deadline = time(NULL) + PEER_TIMEOUT_S;
+
+    for (;;) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        int left = (int)(deadline - time(NULL));
+        if (left <= 0 || poll(&p, 1, left * 1000) == 0) {
+            fprintf(stderr, "ppbench: peer timed out, killed\n");
+            kill(pid, SIGKILL);
+            return;
+        }
+        ssize_t n = read(fd, buf + have, sizeof(buf) - 1 - have);
+        if (n <= 0)
+            return;
+        have += (size_t)n;
+        buf[have] = '\0';
+        char *nl;
+        while ((nl = strchr(buf, '\n'))) {
+            *nl = '\0';
+            if (buf[0] == '{') {
+                struct bench_result r;
+                parse_line(buf, &r);
+                bench_emit(o, &r);
+            }
+            have -= (size_t)(nl + 1 - buf);
+            memmove(buf, nl + 1, have + 1);
+        }
+        if (have == sizeof(buf) - 1)
+            have = 0; /* an overlong line: drop it */
+    }
+}
+
+static void run_one(const struct bench_opts *o, const struct peer_def *d,
+                    const char *variant, int workers, uint64_t jobs,
+                    uint64_t payload, bool echo, uint64_t work_us)
+{
+    char path[4096], sw[16], sj[24], sp[24], su[24];
+    const char *argv[24];
+    int k = 0, fds[2];
+
+    snprintf(path, sizeof(path), "%s/peers/%s", o->self_dir, d->prog);
+    if (access(path, R_OK) != 0) {
+        bench_progress("peer %s not built: skipped", d->prog);
+        return;
+    }
+    snprintf(sw, sizeof(sw), "%d", workers);
+    snprintf(sj, sizeof(sj), "%llu", (unsigned long long)jobs);
+    snprintf(sp, sizeof(sp), "%llu", (unsigned long long)payload);
+    snprintf(su, sizeof(su), "%llu", (unsigned long long)work_us);
+    if (d->python)
+        argv[k++] = "python3";
+    argv[k++] = path;
+    argv[k++] = "--workload";
+    argv[k++] = d->workload;
+    argv[k++] = "--workers";
+    argv[k++] = sw;
+    argv[k++] = "--jobs";
+    argv[k++] = sj;
+    argv[k++] = "--variant";
+    argv[k++] = variant;
+    if (payload) {
+        argv[k++] = "--payload";
+        argv[k++] = sp;
+    }
+    if (echo)
+        argv[k++] = "--echo";
+    if (work_us) {
+        argv[k++] = "--work-us";
+        argv[k++] = su;
+    }
+    argv[k++] = "--seed";
+    argv[k++] = "1";
+    argv[k] = NULL;
+
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    pid_t pid;
+    int r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (r != 0) {
+        bench_progress("peer %s: cannot start (%s): skipped", d->prog, strerror(r));
+        close(fds[0]);
+        return;
+    }
+    pump(o, fds[0], pid);
+    close(fds[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
+        bench_progress("peer %s %s: not supported", d->prog, variant);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) == 4)
+        bench_progress("peer %s: missing a run-time piece: skipped", d->prog);
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        bench_progress("peer %s %s: failed (status %d)", d->prog, variant, st);
+}
+
+void peers_run(const struct bench_opts *o, const char *workload, int workers,
+               uint64_t jobs, uint64_t payload, bool echo, uint64_t work_us)
+{
+    if (!o->peers)
+        return;
+    for (size_t i = 0; i < sizeof(peer_defs) / sizeof(peer_defs[0]); i++) {
+        const struct peer_def *d = &peer_defs[i];
+        if (strcmp(d->workload, workload) != 0)
+            continue;
+        for (int v = 0; v < 4 && d->variants[v]; v++) {
+            bench_progress("%s: %s %s", workload, d->prog, d->variants[v]);
+            run_one(o, d, d->variants[v], workers, jobs, payload, echo, work_us);
+        }
+    }
+}

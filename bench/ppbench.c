@@ -1,0 +1,438 @@
+/*
+ * ppbench.c - the benchmark harness: command line, output, and the order
+ * in which workloads and their peers run.
+ *
+ *   ppbench overhead|map|latency|payload|cache|scaling|imbalance|c2c|all
+ *           [--workers N] [--jobs N] [--busy-poll] [--json] [--quick]
+ *           [--no-peers] [--plot DIR]
+ *
+ * Without --json it prints one table per workload with each peer's ratio
+ * to pp; with --json one object per measurement and line.  Progress goes
+ * to standard error, never into the JSON.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESULTS 4096
+
+static struct bench_result results[MAX_RESULTS];
+static size_t nresults;
+
+/* ---------------------------------------------------------------- */
+/* Small shared helpers                                               */
+/* ---------------------------------------------------------------- */
+
+double bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+int bench_ncpus(void)
+{
+    return pp_detect_ncpus();
+}
+
+const char *bench_machine(void)
+{
+    static char m[160];
+    if (m[0])
+        return m;
+    char model[120] = "unknown CPU", line[256];
+    FILE *f = fopen("/proc/cpuinfo", "re");
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "model name", 10) == 0) {
+            char *p = strchr(line, ':');
+            if (p) {
+                p += 2;
+                p[strcspn(p, "\n")] = '\0';
+                snprintf(model, sizeof(model), "%s", p);
+            }
+            break;
+        }
+    if (f)
+        fclose(f);
+    snprintf(m, sizeof(m), "%s, %ld cores", model, sysconf(_SC_NPROCESSORS_ONLN));
+    return m;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+void bench_percentiles(double *v, size_t n, double *p50, double *p99, double *p999)
+{
+    qsort(v, n, sizeof(*v), cmp_double);
+    *p50 = v[(size_t)(0.50 * (double)(n - 1))];
+    *p99 = v[(size_t)(0.99 * (double)(n - 1))];
+    *p999 = v[(size_t)(0.999 * (double)(n - 1))];
+}
+
+void bench_progress(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ppbench: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void bench_result_init(struct bench_result *r, const char *workload,
+                       const char *system, const char *variant)
+{
+    memset(r, 0, sizeof(*r));
+    snprintf(r->workload, sizeof(r->workload), "%s", workload);
+    snprintf(r->system, sizeof(r->system), "%s", system);
+    snprintf(r->variant, sizeof(r->variant), "%s", variant);
+    r->ns_per_job = r->jobs_per_s = NAN;
+    r->p50_ns = r->p99_ns = r->p999_ns = NAN;
+    r->gbps = r->first_call_ns = r->repeat_call_ns = r->efficiency = NAN;
+}
+
+/* ---------------------------------------------------------------- */
+/* Output                                                             */
+/* ---------------------------------------------------------------- */
+
+static void json_num(FILE *f, const char *key, double v)
+{
+    if (isnan(v) || isinf(v))
+        fprintf(f, ",\"%s\":null", key);
+    else
+        fprintf(f, ",\"%s\":%.6g", key, v);
+}
+
+static void json_str(FILE *f, const char *key, const char *s, bool first)
+{
+    fprintf(f, "%s\"%s\":\"", first ? "" : ",", key);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void emit_json(FILE *f, const struct bench_result *r)
+{
+    fputc('{', f);
+    json_str(f, "workload", r->workload, true);
+    json_str(f, "system", r->system, false);
+    json_str(f, "variant", r->variant, false);
+    fprintf(f, ",\"workers\":%d,\"jobs\":%llu,\"payload_bytes\":%llu", r->workers,
+            (unsigned long long)r->jobs, (unsigned long long)r->payload_bytes);
+    json_num(f, "ns_per_job", r->ns_per_job);
+    json_num(f, "jobs_per_s", r->jobs_per_s);
+    json_num(f, "p50_ns", r->p50_ns);
+    json_num(f, "p99_ns", r->p99_ns);
+    json_num(f, "p999_ns", r->p999_ns);
+    json_num(f, "gbps", r->gbps);
+    json_num(f, "first_call_ns", r->first_call_ns);
+    json_num(f, "repeat_call_ns", r->repeat_call_ns);
+    json_num(f, "efficiency", r->efficiency);
+    json_str(f, "machine", bench_machine(), false);
+    json_str(f, "version", r->version, false);
+    fputs("}\n", f);
+    fflush(f);
+}
+
+void bench_emit(const struct bench_opts *o, const struct bench_result *r)
+{
+    if (nresults < MAX_RESULTS)
+        results[nresults++] = *r;
+    if (o->json)
+        emit_json(stdout, r);
+}
+
+/* The figure a workload is judged by, and whether lower is better. */
+static double metric(const struct bench_result *r, bool *lower_better)
+{
+    *lower_better = true;
+    if (strcmp(r->workload, "latency") == 0 || strcmp(r->workload, "c2c") == 0)
+        return r->p50_ns;
+    if (strcmp(r->workload, "cache") == 0 && !isnan(r->first_call_ns))
+        return r->first_call_ns - r->repeat_call_ns;
+    if (strcmp(r->workload, "payload") == 0) {
+        *lower_better = false;
+        return r->gbps;
+    }
+    if (strcmp(r->workload, "scaling") == 0 || strcmp(r->workload, "imbalance") == 0) {
+        *lower_better = false;
+        return r->efficiency;
+    }
+    return r->ns_per_job;
+}
+
+/* The best pp row comparable with r (same workload, payload, and for
+ * scaling the same workers and job length). */
+static const struct bench_result *pp_ref(const struct bench_result *r)
+{
+    const struct bench_result *best = NULL;
+    bool lb;
+    for (size_t i = 0; i < nresults; i++) {
+        const struct bench_result *p = &results[i];
+        if (strcmp(p->system, "pp") || strcmp(p->workload, r->workload) ||
+            p->payload_bytes != r->payload_bytes)
+            continue;
+        if (strcmp(r->workload, "scaling") == 0 &&
+            (p->workers != r->workers || strcmp(p->variant, r->variant)))
+            continue;
+        if (strcmp(r->workload, "payload") == 0 &&
+            (strstr(r->variant, "echo") != NULL) != (strstr(p->variant, "echo") != NULL))
+            continue;
+        double m = metric(p, &lb);
+        if (isnan(m))
+            continue;
+        if (!best || (lb ? m < metric(best, &lb) : m > metric(best, &lb)))
+            best = p;
+    }
+    return best;
+}
+
+static void fmt_num(char *b, size_t n, double v)
+{
+    if (isnan(v))
+        snprintf(b, n, "-");
+    else if (fabs(v) >= 1e6)
+        snprintf(b, n, "%.3g", v);
+    else if (fabs(v) >= 100)
+        snprintf(b, n, "%.0f", v);
+    else
+        snprintf(b, n, "%.3g", v);
+}
+
+static void print_table(const char *workload)
+{
+    bool any = false, lb;
+    for (size_t i = 0; i < nresults; i++)
+        any |= strcmp(results[i].workload, workload) == 0;
+    if (!any)
+        return;
+    printf("\n== %s ==\n", workload);
+    printf("%-16s %-22s %4s %9s %9s %10s %9s %9s %9s %8s %8s %11s %6s  %s\n", "system",
+           "variant", "wrk", "jobs", "bytes", "ns/job", "p50 ns", "p99 ns", "p99.9", "GB/s",
+           "eff", "1st-rep ns", "pp x", "");
+    for (size_t i = 0; i < nresults; i++) {
+        const struct bench_result *r = &results[i];
+        if (strcmp(r->workload, workload))
+            continue;
+        char c[8][24];
+        fmt_num(c[0], 24, r->ns_per_job);
+        fmt_num(c[1], 24, r->p50_ns);
+        fmt_num(c[2], 24, r->p99_ns);
+        fmt_num(c[3], 24, r->p999_ns);
+        fmt_num(c[4], 24, r->gbps);
+        fmt_num(c[5], 24, r->efficiency);
+        fmt_num(c[6], 24, isnan(r->first_call_ns) ? NAN : r->first_call_ns - r->repeat_call_ns);
+        const struct bench_result *p = strcmp(r->system, "pp") ? pp_ref(r) : NULL;
+        double ratio = NAN;
+        if (p) {
+            double a = metric(r, &lb), b = metric(p, &lb);
+            ratio = lb ? a / b : b / a; /* > 1: pp is ahead by that factor */
+        }
+        fmt_num(c[7], 24, ratio);
+        printf("%-16s %-22.22s %4d %9llu %9llu %10s %9s %9s %9s %8s %8s %11s %6s\n",
+               r->system, r->variant, r->workers, (unsigned long long)r->jobs,
+               (unsigned long long)r->payload_bytes, c[0], c[1], c[2], c[3], c[4], c[5],
+               c[6], c[7]);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* Workloads with their peers                                         */
+/* ---------------------------------------------------------------- */
+
+static int dispatch_workers(const struct bench_opts *o)
+{
+    if (o->workers > 0)
+        return o->workers;
+    return bench_ncpus() > 1 ? bench_ncpus() - 1 : 1;
+}
+
+static int all_workers(const struct bench_opts *o)
+{
+    return o->workers > 0 ? o->workers : bench_ncpus();
+}
+
+/* Slow peers (a process per job, a Python interpreter) get fewer jobs;
+ * their figures are per job, so the comparison holds. */
+static int run_overhead(const struct bench_opts *o)
+{
+    int r = pp_bench_overhead(o);
+    uint64_t n = o->jobs ? o->jobs : (o->quick ? 50000 : 500000);
+    peers_run(o, "overhead", dispatch_workers(o), n, 0, false, 0);
+    return r;
+}
+
+static int run_map(const struct bench_opts *o)
+{
+    int r = pp_bench_map(o);
+    peers_run(o, "map", all_workers(o), o->jobs ? o->jobs : (o->quick ? 200000 : 2000000),
+              0, false, 0);
+    return r;
+}
+
+static int run_latency(const struct bench_opts *o)
+{
+    int r = pp_bench_latency(o);
+    peers_run(o, "latency", 1, o->jobs ? o->jobs : (o->quick ? 5000 : 50000), 0, false, 0);
+    return r;
+}
+
+static int run_payload(const struct bench_opts *o)
+{
+    int r = pp_bench_payload(o);
+    static const uint64_t quick_sizes[] = { 4096, 1 << 20 };
+    static const uint64_t sizes[] = { 64, 4096, 65536, 1 << 20, 16 << 20, 64 << 20 };
+    const uint64_t *sz = o->quick ? quick_sizes : sizes;
+    size_t n = o->quick ? 2 : 6;
+    for (size_t e = 0; e < 2; e++)
+        for (size_t i = 0; i < n; i++) {
+            if (o->quick && e && sz[i] != (1 << 20))
+                continue;
+            uint64_t budget = o->quick ? (64ull << 20) : (1ull << 30);
+            uint64_t jobs = budget / sz[i];
+            uint64_t cap = o->quick ? 2000 : 20000;
+            jobs = jobs > cap ? cap : (jobs < 4 ? 4 : jobs);
+            peers_run(o, "payload", dispatch_workers(o), jobs, sz[i], e, 0);
+        }
+    return r;
+}
+
+static int run_scaling(const struct bench_opts *o)
+{
+    int r = pp_bench_scaling(o);
+    static const uint64_t works[] = { 10, 100, 1000 };
+    for (unsigned k = 0; k < 3; k++) {
+        if (o->quick && works[k] != 100)
+            continue;
+        for (int w = 1; w <= all_workers(o); w++) {
+            if (o->quick && w != all_workers(o))
+                continue;
+            uint64_t n = (o->quick ? 50000 : 400000) * (uint64_t)w / works[k];
+            peers_run(o, "scaling", w, n < (uint64_t)(8 * w) ? (uint64_t)(8 * w) : n, 0,
+                      false, works[k]);
+        }
+    }
+    return r;
+}
+
+static int run_imbalance(const struct bench_opts *o)
+{
+    int r = pp_bench_imbalance(o);
+    peers_run(o, "imbalance", all_workers(o), o->jobs ? o->jobs : (o->quick ? 500 : 4000), 0,
+              false, 0);
+    return r;
+}
+
+struct workload {
+    const char *name;
+    int (*run)(const struct bench_opts *o);
+};
+
+static const struct workload workloads[] = {
+    { "overhead", run_overhead },   { "map", run_map },
+    { "latency", run_latency },     { "payload", run_payload },
+    { "cache", pp_bench_cache },    { "scaling", run_scaling },
+    { "imbalance", run_imbalance }, { "c2c", pp_bench_c2c },
+};
+#define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ppbench WORKLOAD [options]\n"
+            "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c all\n"
+            "  --workers N   workers (default: per workload, see README)\n"
+            "  --jobs N      jobs or items per measurement\n"
+            "  --busy-poll   pp workers and waiters spin instead of sleeping\n"
+            "  --json        one JSON object per measurement on stdout\n"
+            "  --quick       small sizes (all --quick runs in under a minute)\n"
+            "  --no-peers    measure pp only\n"
+            "  --plot DIR    write PNG plots (gnuplot) into DIR\n");
+}
+
+int bench_plot(const char *dir, const struct bench_result *res, size_t n);
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o = { .peers = true };
+    const char *which = NULL;
+    static char self[4096];
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--workers") && i + 1 < argc)
+            o.workers = atoi(argv[++i]);
+        else if (!strcmp(a, "--jobs") && i + 1 < argc)
+            o.jobs = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--busy-poll"))
+            o.busy_poll = true;
+        else if (!strcmp(a, "--json"))
+            o.json = true;
+        else if (!strcmp(a, "--quick"))
+            o.quick = true;
+        else if (!strcmp(a, "--no-peers"))
+            o.peers = false;
+        else if (!strcmp(a, "--plot") && i + 1 < argc)
+            o.plot_dir = argv[++i];
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (a[0] != '-' && !which)
+            which = a;
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!which || o.workers < 0 || o.workers > PP_MAX_WORKERS) {
+        usage(stderr);
+        return 2;
+    }
+    ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[k > 0 ? k : 0] = '\0';
+    o.self_dir = dirname(self);
+
+    int status = 0;
+    bool found = false;
+    for (size_t i = 0; i < NWORKLOADS; i++) {
+        if (strcmp(which, "all") && strcmp(which, workloads[i].name))
+            continue;
+        found = true;
+        bench_progress("workload %s", workloads[i].name);
+        int r = workloads[i].run(&o);
+        if (r < 0) {
+            fprintf(stderr, "ppbench: %s failed: %s\n", workloads[i].name, strerror(-r));
+            status = 1;
+        }
+    }
+    if (!found) {
+        usage(stderr);
+        return 2;
+    }
+    if (!o.json) {
+        printf("machine: %s; pp %s\n", bench_machine(), PP_VERSION_STRING);
+        printf("pp x: how many times pp is ahead of that row (time ratio, or GB/s and "
+               "efficiency ratio); < 1 means pp is behind\n");
+        for (size_t i = 0; i < NWORKLOADS; i++)
+            print_table(workloads[i].name);
+    }
+    if (o.plot_dir && bench_plot(o.plot_dir, results, nresults) < 0)
+        status = 1;
+    return status;
+}
