@@ -9,6 +9,8 @@
  * pp_wait reads every finished counter (acquire) before the submitted
  * counter: a finished job's submission happened before it, so the
  * estimate is never below the true pending count, and 0 is exact.
+ * Counters come in two banks per group so that pp_wait waits only for
+ * jobs submitted before it (see wait_group).
  */
 #include "internal.h"
 
@@ -57,50 +59,82 @@ out:
     return r;
 }
 
-uint64_t pp__group_pending(struct pp_server *s, uint32_t g)
+/* Jobs of counter index ci (a group's bank) not finished yet. */
+uint64_t pp__group_pending(struct pp_server *s, uint32_t ci)
 {
-    uint64_t done = pp_load_acquire(&s->sh->groups[g].engine_done);
+    uint64_t done = pp_load_acquire(&s->sh->groups[PP_CI_GROUP(ci)].engine_done[ci & 1]);
     unsigned nslots = pp_load_acquire(&s->slots_used);
     for (unsigned w = 0; w < nslots; w++)
-        done += pp_load_acquire(&s->sh->wcb[w].group_done[g]);
-    uint64_t sub = pp_load_acquire(&s->submitted[g]);
+        done += pp_load_acquire(&s->sh->wcb[w].group_done[ci]);
+    uint64_t sub = pp_load_acquire(&s->submitted[ci]);
     return sub > done ? sub - done : 0;
 }
 
-void pp__group_engine_done(struct pp_server *s, uint32_t g)
+void pp__group_engine_done(struct pp_server *s, uint32_t ci)
 {
-    atomic_fetch_add_explicit(&s->sh->groups[g].engine_done, 1,
-                              memory_order_release);
-    pp_event_signal(&s->sh->groups[g].ev, INT_MAX);
+    struct pp_group *grp = &s->sh->groups[PP_CI_GROUP(ci)];
+    atomic_fetch_add_explicit(&grp->engine_done[ci & 1], 1, memory_order_release);
+    pp_event_signal(&grp->ev, INT_MAX);
 }
 
-/* Waits for one group to have nothing pending. */
-static int wait_group(struct pp_server *s, uint32_t g, const struct timespec *dl,
-                      int timeout_ms)
+static uint64_t ns_of(const struct timespec *dl)
 {
-    struct pp_group *grp = &s->sh->groups[g];
+    return dl ? (uint64_t)dl->tv_sec * 1000000000ull + (uint64_t)dl->tv_nsec : UINT64_MAX;
+}
+
+/* Waits until counter index ci has nothing pending. */
+static int wait_ci(struct pp_server *s, uint32_t ci, const struct timespec *dl)
+{
+    struct pp_group *grp = &s->sh->groups[PP_CI_GROUP(ci)];
     uint64_t spin_end = pp_now_ns() + s->sh->spin_ns;
 
-    while (pp__group_pending(s, g) != 0) {
-        if (timeout_ms == 0)
+    while (pp__group_pending(s, ci) != 0) {
+        uint64_t now = pp_now_ns();
+        if (now >= ns_of(dl))
             return -ETIMEDOUT;
-        if (s->sh->busy_poll || pp_now_ns() < spin_end) {
+        if (s->sh->busy_poll || now < spin_end) {
             pp_cpu_relax();
-            if (dl && pp_now_ns() >= (uint64_t)dl->tv_sec * 1000000000ull + (uint64_t)dl->tv_nsec)
-                return -ETIMEDOUT;
             continue;
         }
         uint32_t seq = pp_event_prepare(&grp->ev);
-        if (pp__group_pending(s, g) == 0) {
+        if (pp__group_pending(s, ci) == 0) {
             pp_event_cancel(&grp->ev);
             break;
         }
         int r = pp_event_wait(&grp->ev, seq, dl);
         pp_event_cancel(&grp->ev);
         if (r == -ETIMEDOUT)
-            return pp__group_pending(s, g) == 0 ? 0 : -ETIMEDOUT;
+            return pp__group_pending(s, ci) == 0 ? 0 : -ETIMEDOUT;
     }
     return 0;
+}
+
+/*
+ * Waits for the jobs of group g submitted before the call, not for those
+ * submitted meanwhile (a steady stream of submissions cannot starve it).
+ * Jobs are counted in two banks; new jobs go to the bank of the group's
+ * epoch.  With epoch e, bank e&1 holds the jobs of epoch e and the other
+ * bank the rest of epoch e-1.  So: let epoch e-1 drain, flip the epoch so
+ * new jobs use the drained bank, then drain bank e&1, which receives
+ * nothing new.  One waiter per group at a time (wait_lock).
+ */
+static int wait_group(struct pp_server *s, uint32_t g, const struct timespec *dl,
+                      int timeout_ms)
+{
+    int r;
+
+    if (timeout_ms == 0) /* just test */
+        return pp__group_pending(s, PP_CI(g, 0)) || pp__group_pending(s, PP_CI(g, 1))
+                   ? -ETIMEDOUT : 0;
+    pthread_mutex_lock(&s->wait_lock[g]);
+    uint32_t e = pp_load_relaxed(&s->epoch[g]);
+    r = wait_ci(s, PP_CI(g, e + 1), dl);
+    if (r == 0) {
+        pp_store_release(&s->epoch[g], e + 1);
+        r = wait_ci(s, PP_CI(g, e), dl);
+    }
+    pthread_mutex_unlock(&s->wait_lock[g]);
+    return r;
 }
 
 PP_EXPORT int pp_wait(pp_server *s, const char *group, int timeout_ms)
@@ -115,24 +149,14 @@ PP_EXPORT int pp_wait(pp_server *s, const char *group, int timeout_ms)
         return -EDEADLK;
     dl = pp_deadline(&ts, timeout_ms);
     if (group) {
-        r = pp__group_index(s, group, false, &g);
-        if (r < 0)
-            return r == -ENOENT && strcmp(group, "default") == 0 ? 0 : r;
+        if ((r = pp__group_index(s, group, false, &g)) < 0)
+            return r;
         return wait_group(s, g, dl, timeout_ms);
     }
-    /* All groups: wait for each in turn, then check all are still idle. */
-    for (;;) {
-        uint32_t n = pp_load_acquire(&s->ngroups);
-        bool idle = true;
-        for (g = 0; g < n; g++) {
-            if (pp__group_pending(s, g) == 0)
-                continue;
-            idle = false;
-            r = wait_group(s, g, dl, timeout_ms);
-            if (r < 0)
-                return r;
-        }
-        if (idle)
-            return 0;
-    }
+    /* All groups that exist now, one after the other. */
+    uint32_t n = pp_load_acquire(&s->ngroups);
+    for (g = 0; g < n; g++)
+        if ((r = wait_group(s, g, dl, timeout_ms)) < 0)
+            return r;
+    return 0;
 }

@@ -75,7 +75,7 @@ struct pp_rec {
     _Atomic uint32_t state;
     uint32_t flags;
     uint32_t fn_id;
-    uint32_t group;
+    uint32_t group;      /* counter index: PP_CI(group, bank) */
     uint64_t seq;        /* bumped at each reuse (crash attribution) */
     uint64_t arg_off;    /* 0 = inline */
     uint64_t arg_len;
@@ -114,9 +114,15 @@ struct pp_fn_entry {
     char symbol[PP_SYMBOL_MAX]; /* "" when dladdr found none */
 };
 
+/* A group's jobs are counted in two banks; a job goes to the bank of the
+ * group's current wait epoch (group.c).  Counter index = group * 2 + bank. */
+#define PP_CI(g, epoch) (((g) << 1) | ((epoch) & 1u))
+#define PP_CI_GROUP(ci) ((ci) >> 1)
+#define PP_NCI (PP_MAX_GROUPS * 2)
+
 struct pp_group {
     struct pp_event ev;          /* pp_wait sleeps here */
-    _Atomic uint64_t engine_done;/* jobs finished by the engine */
+    _Atomic uint64_t engine_done[2]; /* jobs finished by the engine */
     char name[PP_GROUP_NAME_MAX + 1];
 };
 
@@ -131,7 +137,7 @@ struct pp_wcb {                  /* worker control block, one per slot */
     uint32_t restart;
     pp_cacheline_aligned _Atomic uint64_t njobs;
     _Atomic uint64_t busy_ticks;
-    pp_cacheline_aligned _Atomic uint64_t group_done[PP_MAX_GROUPS];
+    pp_cacheline_aligned _Atomic uint64_t group_done[PP_NCI];
 };
 
 struct pp_shared {
@@ -197,7 +203,9 @@ struct pp_server {
     /* Groups: name -> index; submitted counts (host only). */
     pthread_mutex_t group_lock;
     _Atomic uint32_t ngroups;
-    _Atomic uint64_t submitted[PP_MAX_GROUPS];
+    _Atomic uint64_t submitted[PP_NCI];
+    _Atomic uint32_t epoch[PP_MAX_GROUPS];
+    pthread_mutex_t wait_lock[PP_MAX_GROUPS]; /* one pp_wait per group */
 
     /* Record pool: Treiber stack of free indices (tag in the high half). */
     _Atomic uint64_t free_head;

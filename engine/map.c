@@ -53,8 +53,8 @@ static int run_item(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn,
 
     if (job.fail_code)
         st = job.fail_code;
-    else if (job.alloc_err && st >= 0)
-        st = job.alloc_err;
+    else if (job.alloc_err)
+        st = job.alloc_err; /* as pp__job_finish */
     size_t written = job.res ? job.res_len : 0;
     if (written < c->out_size)
         memset(slot + written, 0, c->out_size - written);

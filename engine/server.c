@@ -101,6 +101,8 @@ static int init_host(struct pp_server *s)
 {
     pthread_mutex_init(&s->fn_lock, NULL);
     pthread_mutex_init(&s->group_lock, NULL);
+    for (int g = 0; g < PP_MAX_GROUPS; g++)
+        pthread_mutex_init(&s->wait_lock[g], NULL);
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->ovf_lock, NULL);
     pthread_mutex_init(&s->ctl_lock, NULL);
@@ -186,6 +188,8 @@ PP_EXPORT void pp_server_destroy(pp_server *s)
     pp_segment_destroy(&s->seg);
     pthread_mutex_destroy(&s->fn_lock);
     pthread_mutex_destroy(&s->group_lock);
+    for (int g = 0; g < PP_MAX_GROUPS; g++)
+        pthread_mutex_destroy(&s->wait_lock[g]);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->ovf_lock);
     pthread_mutex_destroy(&s->ctl_lock);
@@ -233,7 +237,8 @@ PP_EXPORT int pp_get_stats(pp_server *s, struct pp_stats *st)
     }
     uint32_t ng = pp_load_acquire(&s->ngroups);
     for (uint32_t g = 0; g < ng; g++)
-        st->active_tasks += pp__group_pending(s, g);
+        st->active_tasks += pp__group_pending(s, PP_CI(g, 0)) +
+                            pp__group_pending(s, PP_CI(g, 1));
     st->elapsed_s = (double)(now - s->created_ns) / 1e9;
     st->ncpus = pp_load_acquire(&s->target);
     st->worker_deaths = pp_load_relaxed(&s->deaths);

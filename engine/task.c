@@ -123,15 +123,15 @@ static int put_arg(struct pp_server *s, struct pp_rec *r, const void *arg,
                    size_t len)
 {
     r->arg_len = len;
+    if (len && pp_arena_owns(s->arena, arg) &&
+        pp_arena_owns(s->arena, (const char *)arg + len - 1)) {
+        r->arg_off = pp_seg_off(&s->seg, arg); /* zero copy, even small */
+        return 0;
+    }
     if (len <= PP_INLINE_MAX) {
         r->arg_off = 0;
         if (len)
             memcpy(r->inl_arg, arg, len);
-        return 0;
-    }
-    if (pp_arena_owns(s->arena, arg) &&
-        pp_arena_owns(s->arena, (const char *)arg + len - 1)) {
-        r->arg_off = pp_seg_off(&s->seg, arg); /* zero copy */
         return 0;
     }
     void *p = pp_arena_alloc(s->arena, len);
@@ -160,7 +160,9 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
         return -ENOMEM;
     r->seq++;
     r->fn_id = fn_id;
-    r->group = g;
+    /* The group's counter bank of the current wait epoch (group.c). */
+    uint32_t ci = PP_CI(g, pp_load_acquire(&s->epoch[g]));
+    r->group = ci;
     r->flags = extra_flags;
     if (cb || !ret)
         r->flags |= PP_RF_ENGINE;
@@ -179,7 +181,7 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     r->cb_arg = cb_arg;
     /* Published to the worker by the ring's release (R1). */
     pp_store_relaxed(&r->state, PP_ST_QUEUED);
-    atomic_fetch_add_explicit(&s->submitted[g], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->submitted[ci], 1, memory_order_relaxed);
     if (ret)
         *ret = (pp_task *)r;
     pp__enqueue(s, r); /* r may be gone from here on when !ret */

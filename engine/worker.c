@@ -189,7 +189,7 @@ static void complete(struct pp_worker *w, struct pp_rec *rec, uint64_t off)
      * after DONE so pp_wait never returns before the task is done. */
     _Atomic uint64_t *c = &w->wcb->group_done[g];
     pp_store_release(c, pp_load_relaxed(c) + 1);
-    pp_event_signal(&w->sh->groups[g].ev, INT_MAX);
+    pp_event_signal(&w->sh->groups[PP_CI_GROUP(g)].ev, INT_MAX);
     if (old & PP_ST_ORPHAN)
         to_engine(w, off);
 }
@@ -237,9 +237,11 @@ void pp__job_finish(struct pp_job *job, int *status)
 {
     struct pp_rec *rec = job->rec;
 
+    /* An explicit pp_job_fail wins; then a result request that failed
+     * (and was not followed by one that worked) is the real cause. */
     if (job->fail_code)
         *status = job->fail_code;
-    else if (job->alloc_err && *status >= 0)
+    else if (job->alloc_err)
         *status = job->alloc_err;
     if (*status < 0 && *job->err_len == 0) {
         char buf[64];

@@ -364,3 +364,48 @@ TEST_F(Callbacks, Templates)
     pp_task_release(t);
     g_board = nullptr;
 }
+
+/*
+ * pp_wait waits for the jobs submitted before the call: another thread
+ * that keeps submitting must not keep it from returning.
+ */
+TEST_F(Callbacks, WaitNotStarvedBySubmitters)
+{
+    /* The feeder is throttled by a bounded queue, so it never stops on
+     * its own: a pp_wait that waits for later jobs times out. */
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 2;
+    cfg.max_queued = 2000;
+    cfg.block_when_full = true;
+    ServerPtr srv = make_server(cfg);
+    ASSERT_NE(srv, nullptr);
+    std::atomic<bool> stop{false};
+    std::atomic<long> extra{0};
+    std::thread feeder([&] {
+        uint32_t us = 20;
+        pp_submit_opts o{};
+        o.group = "g";
+        while (!stop.load()) {
+            if (pp_submit(srv.get(), job_spin, &us, sizeof us, &o, nullptr) == 0)
+                extra.fetch_add(1);
+        }
+    });
+    ASSERT_TRUE(wait_until([&] { return extra.load() > 1000; }, 10000));
+    pp_submit_opts o{};
+    o.group = "g";
+    for (uint64_t x = 0; x < 100; x++)
+        ASSERT_EQ(pp_submit(srv.get(), job_square, &x, sizeof x, &o, nullptr), 0);
+    /* At most ~2100 jobs of 20 us were queued before the calls: 4 s is
+     * ample for them, while the feeder keeps going all along. */
+    double t0 = now_ms();
+    int rc_all = pp_wait(srv.get(), nullptr, 4000);
+    double t_all = now_ms() - t0;
+    int rc_g = pp_wait(srv.get(), "g", 4000);
+    stop.store(true);
+    feeder.join();
+    EXPECT_EQ(rc_all, 0) << "pp_wait(NULL) waited for jobs submitted after it (" << t_all << " ms)";
+    EXPECT_EQ(rc_g, 0) << "pp_wait(\"g\") waited for jobs submitted after it";
+    for (uint64_t x = 0; x < 100; x++)
+        EXPECT_EQ(scratch()->seen[x].load(), 1u) << "x=" << x << " not done when pp_wait returned";
+}

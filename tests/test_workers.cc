@@ -171,8 +171,8 @@ TEST_F(Workers, WorkersAreReused)
         EXPECT_NE(std::find(live.begin(), live.end(), p), live.end())
             << "job pid " << p << " is not one of the workers";
     struct pp_stats st;
-    ASSERT_EQ(pp_get_stats(srv.get(), &st), 0);
-    EXPECT_EQ(st.workers_started, 2u);
+    EXPECT_TRUE(wait_until([&] { return pp_get_stats(srv.get(), &st) == 0 && st.workers_started >= 2; }, 10000));
+    EXPECT_EQ(st.workers_started, 2u) << "workers were restarted without restart mode";
 }
 
 /* restart = true: every job sees a fresh worker; the count stays right. */
@@ -203,8 +203,9 @@ TEST_F(Workers, RestartModeFreshWorkerPerJob)
     EXPECT_EQ(scratch()->runs.load(), kJobs);
     EXPECT_EQ(wait_workers(2, 10000), 2) << "worker count after restarts";
     struct pp_stats st;
-    ASSERT_EQ(pp_get_stats(srv.get(), &st), 0);
-    EXPECT_GE(st.workers_started, uint64_t(kJobs)) << "each job needs its own worker";
+    EXPECT_TRUE(wait_until([&] {
+        return pp_get_stats(srv.get(), &st) == 0 && st.workers_started >= uint64_t(kJobs);
+    }, 10000)) << "workers_started " << st.workers_started << ": each job needs its own worker";
     EXPECT_EQ(st.worker_deaths, 0u) << "planned restarts are not deaths";
     EXPECT_EQ(st.njobs, uint64_t(kJobs));
 }
