@@ -86,7 +86,7 @@ static uint64_t ns_of(const struct timespec *dl)
 static int wait_ci(struct pp_server *s, uint32_t ci, const struct timespec *dl)
 {
     struct pp_group *grp = &s->sh->groups[PP_CI_GROUP(ci)];
-    uint64_t spin_end = pp_now_ns() + s->sh->spin_ns;
+    uint64_t spin_end = pp_now_ns() + pp_load_relaxed(&s->spin_ns);
 
     while (pp__group_pending(s, ci) != 0) {
         uint64_t now = pp_now_ns();

@@ -235,6 +235,7 @@ struct pp_server {
     int nlive;                   /* live workers (ctl_lock) */
     int cpus_allowed[PP_MAX_WORKERS];
     int ncpus_allowed;
+    _Atomic uint64_t spin_ns;    /* host waiters' adaptive budget */
     _Atomic uint64_t deaths;
     _Atomic uint64_t started_workers;
 };
@@ -325,6 +326,22 @@ struct pp_zmsg {
 /* worker.c */
 PP_HIDDEN void pp__worker_main(struct pp_shared *sh, char *base, int slot)
     __attribute__((noreturn));
+
+/*
+ * Adaptive spinning.  A waiter spins for its current budget before it
+ * sleeps.  When spinning paid off the budget doubles (up to the
+ * configured spin time); when it did not, it halves.  Waits that always
+ * end in sleep (long jobs) thus stop burning the CPU the workers need,
+ * while short round trips keep spinning.
+ */
+static inline uint64_t pp__spin_adapt(uint64_t cur, bool paid_off, uint64_t max)
+{
+    if (paid_off)
+        cur = cur < 500 ? 1000 : cur * 2;
+    else
+        cur /= 2;
+    return cur > max ? max : cur;
+}
 
 /* time */
 static inline uint64_t pp__ticks(void)

@@ -110,6 +110,7 @@ static int init_host(struct pp_server *s)
     atomic_init(&s->free_head, 0xffffffffull);
     atomic_init(&s->ngroups, 1);
     s->zsock = -1;
+    atomic_init(&s->spin_ns, (uint64_t)s->cfg.spin_us * 1000u);
     s->created_ns = pp_now_ns();
     s->tsc0 = pp__ticks();
     s->ns0 = pp_now_ns();

@@ -234,11 +234,14 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
     dl = pp_deadline(&ts, timeout_ms);
     uint64_t dl_ns = dl ? (uint64_t)dl->tv_sec * 1000000000ull + (uint64_t)dl->tv_nsec
                         : UINT64_MAX;
-    uint64_t spin_end = s->sh->busy_poll ? dl_ns : pp_now_ns() + s->sh->spin_ns;
+    uint64_t budget = pp_load_relaxed(&s->spin_ns);
+    uint64_t spin_end = s->sh->busy_poll ? dl_ns : pp_now_ns() + budget;
     for (unsigned i = 0;; i++) {
         st = pp_load_acquire(&r->state);
-        if (phase(st) == PP_ST_DONE)
+        if (phase(st) == PP_ST_DONE) {
+            pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, true, s->sh->spin_ns));
             return 0;
+        }
         pp_cpu_relax();
         if ((i & 63) == 0) {
             uint64_t now = pp_now_ns();
@@ -246,10 +249,11 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
                 return -ETIMEDOUT;
             if (now >= spin_end)
                 break;
-            if ((i & 1023) == 0 && !s->sh->busy_poll)
+            if ((i & 1023) == 1023 && !s->sh->busy_poll)
                 sched_yield(); /* the worker may share our CPU */
         }
     }
+    pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, false, s->sh->spin_ns));
     for (;;) {
         st = pp_load_acquire(&r->state);
         if (phase(st) == PP_ST_DONE)

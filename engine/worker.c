@@ -31,6 +31,7 @@ struct pp_worker {
     struct pp_wcb *wcb;
     struct pp_ring *ring;
     struct pp_spsc *done;
+    uint64_t spin_ns;             /* adaptive budget (internal.h) */
     pp_fn *fns[PP_MAX_FUNCTIONS]; /* resolved functions, by id */
 };
 
@@ -119,11 +120,13 @@ static uint64_t take(struct pp_worker *w)
             return 0;
         if (try_take(w, &off))
             return off;
-        uint64_t spin_end = pp_now_ns() + sh->spin_ns;
+        uint64_t spin_end = pp_now_ns() + w->spin_ns;
         for (unsigned i = 1;; i++) {
             pp_cpu_relax();
-            if (pp_ring_count(w->ring) && try_take(w, &off))
+            if (pp_ring_count(w->ring) && try_take(w, &off)) {
+                w->spin_ns = pp__spin_adapt(w->spin_ns, true, sh->spin_ns);
                 return off;
+            }
             if ((i & 255) == 0) {
                 if (pp_load_relaxed(&w->wcb->stop))
                     return 0;
@@ -136,6 +139,7 @@ static uint64_t take(struct pp_worker *w)
                     sched_yield();
             }
         }
+        w->spin_ns = pp__spin_adapt(w->spin_ns, false, sh->spin_ns);
         uint32_t seq = pp_event_prepare(&sh->work);
         if (try_take(w, &off)) {
             pp_event_cancel(&sh->work);
@@ -361,6 +365,7 @@ void pp__worker_main(struct pp_shared *sh, char *base, int slot)
     w->seg.base = base;
     w->seg.size = sh->seg_size;
     w->slot = slot;
+    w->spin_ns = sh->spin_ns;
     w->wcb = &sh->wcb[slot];
     w->ring = pp_seg_ptr(&w->seg, sh->ring_off);
     w->done = pp_seg_ptr(&w->seg, sh->done_off + (uint64_t)slot * sh->done_stride);
