@@ -148,6 +148,17 @@ int pp_arena_create(const struct pp_segment *seg, uint64_t start, uint64_t end,
         return -r;
     }
     a->flags = MALLOCX_ARENA(a->ind) | MALLOCX_TCACHE_NONE;
+    /* Purging gives pages back, and every process that maps the segment
+     * then faults them in again on the next job: keep freed pages for
+     * reuse (the arena's footprint is the high-water mark of arguments in
+     * flight), except that very large frees are purged (see PP_KEEP_MAX
+     * in pages.h for the same rule on results). */
+    ssize_t never = -1;
+    char name[64];
+    snprintf(name, sizeof(name), "arena.%u.dirty_decay_ms", a->ind);
+    mallctl(name, NULL, NULL, &never, sizeof(never));
+    snprintf(name, sizeof(name), "arena.%u.muzzy_decay_ms", a->ind);
+    mallctl(name, NULL, NULL, &never, sizeof(never));
     *ret = a;
     return 0;
 }

@@ -113,9 +113,11 @@ void pp_pages_free(struct pp_pages *pa, const struct pp_segment *seg,
 
     if (off == 0)
         return;
-    /* Give the memory back outside the lock; keep the first page, which
-     * holds the free-list link. */
-    if (bytes > 16 * PP_PAGE)
+    /* Give very large blocks' memory back, outside the lock; keep the first
+     * page, which holds the free-list link.  Smaller blocks keep their
+     * pages: punching them would make every process fault them in again
+     * on reuse. */
+    if (bytes >= PP_KEEP_MAX)
         madvise(pp_seg_ptr(seg, off + PP_PAGE), bytes - PP_PAGE, MADV_REMOVE);
     lock(pa);
     *(uint64_t *)pp_seg_ptr(seg, off) = pa->free_head[c];

@@ -6,8 +6,8 @@
  * asks it for extents) and workers that write a result too large to travel
  * inline.  Blocks are whole pages, rounded up to size classes (four per
  * doubling, so at most 25% is lost to rounding); freed blocks go on a free
- * list per class and their pages beyond the first are given back to the
- * kernel (MADV_REMOVE).  Address space is taken from a bump pointer and
+ * list per class; those of PP_KEEP_MAX bytes or more give their pages
+ * beyond the first back to the kernel (MADV_REMOVE).  Address space is taken from a bump pointer and
  * never returned, which is why the segment is reserved large.
  *
  * Locking: one process-shared, robust mutex.  A process killed while it
@@ -27,6 +27,8 @@
 
 #define PP_PAGE 4096u
 #define PP_PAGES_NCLASS 84 /* classes up to 2^21 pages (8 GiB) */
+#define PP_KEEP_MAX (32u << 20) /* freed blocks at least this big give
+                                   their memory back (MADV_REMOVE) */
 
 struct pp_pages {
     pthread_mutex_t lock; /* process-shared, robust */

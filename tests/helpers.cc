@@ -373,6 +373,12 @@ int count_threads()
     return count_dir("/proc/self/task");
 }
 
+int baseline_threads()
+{
+    std::thread([] {}).join();
+    return count_threads();
+}
+
 int count_memfd_fds()
 {
     int n = 0;

@@ -134,6 +134,10 @@ bool process_alive(const ProcInfo &p);
 /* Threads of this process (/proc/self/task). */
 int count_threads();
 
+/* count_threads() after a thread was created and joined once, so that a
+ * sanitizer runtime's lazily started background thread is already there. */
+int baseline_threads();
+
 /* /proc/self/fd links to memfd: and /proc/self/maps lines naming memfd:. */
 int count_memfd_fds();
 int count_memfd_maps();

@@ -59,7 +59,7 @@ void expect_nothing_left(const std::vector<ProcInfo> &procs, int threads_before,
 
 TEST_F(Lifecycle, NormalDestroyLeavesNothing)
 {
-    const int threads = count_threads();
+    const int threads = baseline_threads();
     const int fds = count_memfd_fds();
     const int maps = count_memfd_maps();
     ASSERT_EQ(descendants(getpid()).size(), 0u) << "test process has children before the test";
@@ -84,7 +84,7 @@ TEST_F(Lifecycle, NormalDestroyLeavesNothing)
 
 TEST_F(Lifecycle, DestroyRightAfterNew)
 {
-    const int threads = count_threads();
+    const int threads = baseline_threads();
     const int fds = count_memfd_fds();
     const int maps = count_memfd_maps();
     for (int i = 0; i < 5; i++) {
@@ -102,7 +102,7 @@ TEST_F(Lifecycle, DestroyRightAfterNew)
  */
 TEST_F(Lifecycle, DestroyWithJobsInFlight)
 {
-    const int threads = count_threads();
+    const int threads = baseline_threads();
     const int fds = count_memfd_fds();
     const int maps = count_memfd_maps();
     pp_server *srv = nullptr;
@@ -193,7 +193,7 @@ TEST_F(Lifecycle, SubmitFromCancelledCallback)
 /* Two servers at once are independent. */
 TEST_F(Lifecycle, TwoServersIndependent)
 {
-    const int threads = count_threads();
+    const int threads = baseline_threads();
     const int fds = count_memfd_fds();
     const int maps = count_memfd_maps();
     ServerPtr a = make_server(1);
@@ -257,7 +257,7 @@ TEST_F(Lifecycle, NoSignalHandlerInHost)
  */
 TEST_F(Lifecycle, CreatorThreadExits)
 {
-    const int threads = count_threads();
+    const int threads = baseline_threads();
     const int fds = count_memfd_fds();
     const int maps = count_memfd_maps();
     pp_server *srv = nullptr;
