@@ -179,8 +179,11 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     r->res_len = 0;
     r->cb = cb;
     r->cb_arg = cb_arg;
-    /* Published to the worker by the ring's release (R1). */
-    pp_store_relaxed(&r->state, PP_ST_QUEUED);
+    /* Published to the worker by the ring's release (R1).  The release
+     * here also orders this thread's writes before the engine's acquire
+     * of state after the job (the worker's part of that chain happens in
+     * another process, where ThreadSanitizer cannot follow it). */
+    pp_store_release(&r->state, PP_ST_QUEUED);
     atomic_fetch_add_explicit(&s->submitted[ci], 1, memory_order_relaxed);
     if (ret)
         *ret = (pp_task *)r;

@@ -31,6 +31,10 @@ int spsc_check_semantics(void);
 void ring_stress(unsigned nprod, unsigned ncons, uint64_t per_prod, uint64_t cap,
                  unsigned kills, struct ring_report *out);
 
+/* The same with threads in one process (what ThreadSanitizer can see). */
+void ring_stress_threads(unsigned nprod, unsigned ncons, uint64_t per_prod, uint64_t cap,
+                         struct ring_report *out);
+
 #ifdef __cplusplus
 }
 #endif

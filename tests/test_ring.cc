@@ -47,3 +47,11 @@ TEST(RingStress, ConsumersKilledMidDequeueAreRepaired)
     expect_exact(r, 2000000);
     EXPECT_GT(r.kills, 0u);
 }
+
+TEST(RingStress, ThreadsNoLossNoDuplicate)
+{
+    // In-process threads: the run ThreadSanitizer checks in CI.
+    ring_report r;
+    ring_stress_threads(3, 3, 200000, 256, &r);
+    expect_exact(r, 600000);
+}
