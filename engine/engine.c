@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -125,7 +126,7 @@ static void reconcile(struct pp_server *s)
     int target = pp_load_acquire(&s->target);
     bool woke = false;
 
-    if (pp_load_relaxed(&s->shutdown))
+    if (pp_load_relaxed(&s->shutdown) || s->zsock < 0)
         return;
     for (int i = 0; i < PP_MAX_WORKERS; i++) {
         struct pp_slot *sl = &s->slots[i];
@@ -232,7 +233,14 @@ static void zygote_msgs(struct pp_server *s)
 {
     struct pp_zmsg m;
 
-    while (recv(s->zsock, &m, sizeof(m), MSG_DONTWAIT) == (ssize_t)sizeof(m)) {
+    for (;;) {
+        ssize_t k = recv(s->zsock, &m, sizeof(m), MSG_DONTWAIT);
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) {
+            s->zygote_lost = true; /* EOF: the zygote is gone */
+            return;
+        }
+        if (k != (ssize_t)sizeof(m))
+            return;
         if (m.slot < 0 || m.slot >= PP_MAX_WORKERS)
             continue;
         struct pp_slot *sl = &s->slots[m.slot];
@@ -260,6 +268,47 @@ static void zygote_msgs(struct pp_server *s)
         pthread_cond_broadcast(&s->ctl_cond);
         pthread_mutex_unlock(&s->ctl_lock);
     }
+}
+
+/*
+ * The zygote died (killed from outside): every worker got SIGKILL from
+ * PR_SET_PDEATHSIG.  Wait until each is really gone (a pidfd turns
+ * readable when the process ends; they are no longer our grandchildren to
+ * reap), settle each one's job as a crash, then start a new zygote; the
+ * pool refills on the next reconcile.
+ */
+static void recover_zygote(struct pp_server *s)
+{
+    while (waitpid(s->zygote, NULL, 0) < 0 && errno == EINTR)
+        ;
+    s->zygote = 0;
+    close(s->zsock);
+    s->zsock = -1;
+    for (int i = 0; i < PP_MAX_WORKERS; i++) {
+        struct pp_slot *sl = &s->slots[i];
+        if (sl->state == PP_SLOT_EMPTY)
+            continue;
+        pid_t pid = sl->pid ? sl->pid : pp_load_relaxed(&s->sh->wcb[i].pid);
+        if (pid > 0) {
+            int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+            if (fd >= 0) {
+                struct pollfd p = { fd, POLLIN, 0 };
+                if (poll(&p, 1, 5000) == 0) {
+                    kill(pid, SIGKILL);
+                    poll(&p, 1, -1);
+                }
+                close(fd);
+            }
+        }
+        atomic_fetch_add(&s->deaths, 1);
+        sl->wstatus = SIGKILL; /* as waitpid reports a SIGKILL death */
+        sl->pid = pid;
+        sl->repair_pending = true;
+        repair(s, i);
+    }
+    if (pp__zygote_start(s) < 0)
+        pp_store_release(&s->zygote_failed, 1);
+    pp_store_relaxed(&s->ctl_dirty, 1);
 }
 
 static bool retry_repairs(struct pp_server *s)
@@ -304,6 +353,7 @@ static void sleep_until_kicked(struct pp_server *s, bool repairs_pending)
 {
     struct pollfd pfd[2] = { { s->sh->engine_efd, POLLIN, 0 }, { s->zsock, POLLIN, 0 } };
     uint64_t v;
+    int n = s->zsock >= 0 ? 2 : 1;
 
     if (repairs_pending) {
         sched_yield(); /* a live worker finishes its dequeue in a moment */
@@ -314,7 +364,7 @@ static void sleep_until_kicked(struct pp_server *s, bool repairs_pending)
     pp_fence_seq_cst();
     if (!any_done_pending(s) && pp_load_relaxed(&s->sh->overflow_waiting) != 2 &&
         !pp_load_relaxed(&s->ctl_dirty) && !pp_load_relaxed(&s->shutdown))
-        poll(pfd, 2, -1);
+        poll(pfd, n, -1); /* a dead zygote's socket polls as readable (EOF) */
     pp_store_relaxed(&s->sh->engine_sleeping, 0);
     while (read(s->sh->engine_efd, &v, sizeof(v)) == sizeof(v))
         ;
@@ -335,7 +385,12 @@ static void *engine_main(void *arg)
     pp_store_relaxed(&s->ctl_dirty, 1);
     for (;;) {
         unsigned n = drain_all(s);
-        zygote_msgs(s);
+        if (s->zsock >= 0)
+            zygote_msgs(s);
+        if (s->zygote_lost) {
+            s->zygote_lost = false;
+            recover_zygote(s);
+        }
         bool pend = retry_repairs(s);
         if (atomic_exchange(&s->ctl_dirty, 0) || !pend)
             reconcile(s);

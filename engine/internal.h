@@ -233,6 +233,8 @@ struct pp_server {
     int engine_ready;            /* 0 = starting, 1 = up, < 0 = -errno */
     int spawn_errno;             /* last failed spawn (ctl_lock) */
     int nlive;                   /* live workers (ctl_lock) */
+    bool zygote_lost;            /* engine: its socket hung up */
+    _Atomic uint32_t zygote_failed; /* a replacement zygote could not start */
     int cpus_allowed[PP_MAX_WORKERS];
     int ncpus_allowed;
     _Atomic uint64_t spin_ns;    /* host waiters' adaptive budget */

@@ -289,3 +289,33 @@ TEST_F(FaultsMore, HostDeathEndsWorkers)
             << "pid " << p.pid << " (depth " << p.depth << ") outlived its host";
     }
 }
+
+/* The zygote killed from outside: its workers die with it (PDEATHSIG);
+ * the job that was running fails with -ECHILD, a new zygote and new
+ * workers take over, and every other job completes. */
+TEST_F(FaultsMore, ZygoteKilledPoolRecovers)
+{
+    ServerPtr srv = make_server(2);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_EQ(wait_workers(2, 10000), 2);
+    std::vector<pid_t> zygotes;
+    for (const ProcInfo &p : descendants(getpid()))
+        if (p.depth == 1 && p.state != 'Z')
+            zygotes.push_back(p.pid);
+    ASSERT_EQ(zygotes.size(), 1u) << "one zygote per server";
+
+    pp_task *victim = nullptr;
+    BlockArg b{2, 20000};
+    ASSERT_EQ(pp_submit(srv.get(), job_block, &b, sizeof b, nullptr, &victim), 0);
+    TaskPtr vt(victim);
+    ASSERT_TRUE(wait_until([] { return scratch()->pid[2].load() != 0; }, 10000));
+    std::vector<pp_task *> queued = submit_squares(srv.get(), 0, 200);
+    ASSERT_EQ(kill(zygotes[0], SIGKILL), 0);
+
+    ASSERT_EQ(pp_task_wait(victim, 20000), 0) << "the running job was never settled";
+    EXPECT_EQ(task_status(victim), -ECHILD);
+    check_squares(queued, 0);
+    EXPECT_EQ(wait_workers(2, 10000), 2) << "the pool was not rebuilt";
+    std::vector<pp_task *> later = submit_squares(srv.get(), 3000, 200);
+    check_squares(later, 3000);
+}
