@@ -30,41 +30,42 @@ extern char **environ;
 struct peer_def {
     const char *prog;      /* file in peers/ */
     bool python;           /* run through python3 */
+    bool slow;             /* a process or interpreter per job: fewer jobs */
     const char *workload;
     const char *variants[4];
 };
 
 static const struct peer_def peer_defs[] = {
-    { "peer_omp", false, "overhead", { "for-dynamic1", "tasks" } },
-    { "peer_omp", false, "map", { "for-static" } },
-    { "peer_omp", false, "latency", { "flag-spin", "parallel-per-job" } },
-    { "peer_omp", false, "payload", { "for-dynamic1" } },
-    { "peer_omp", false, "scaling", { "for-dynamic1" } },
-    { "peer_omp", false, "imbalance", { "for-dynamic1" } },
-    { "peer_mpi", false, "overhead", { "window2", "window1" } },
-    { "peer_mpi", false, "map", { "scatter-gather" } },
-    { "peer_mpi", false, "latency", { "send-recv" } },
-    { "peer_mpi", false, "payload", { "window2" } },
-    { "peer_mpi", false, "scaling", { "window2" } },
-    { "peer_mpi", false, "imbalance", { "window2" } },
-    { "peer_zmq", false, "overhead", { "push-pull", "router-lb" } },
-    { "peer_zmq", false, "map", { "push-pull-batch" } },
-    { "peer_zmq", false, "latency", { "push-pull" } },
-    { "peer_zmq", false, "payload", { "push-pull" } },
-    { "peer_zmq", false, "scaling", { "push-pull" } },
-    { "peer_zmq", false, "imbalance", { "push-pull", "router-lb" } },
-    { "peer_fork", false, "overhead", { "fork-pipe" } },
-    { "peer_fork", false, "map", { "fork-per-chunk" } },
-    { "peer_fork", false, "latency", { "fork-pipe" } },
-    { "peer_fork", false, "payload", { "fork-pipe" } },
-    { "peer_fork", false, "scaling", { "fork-pipe" } },
-    { "peer_fork", false, "imbalance", { "fork-pipe" } },
-    { "peer_mp.py", true, "overhead", { "apply_async", "map", "imap_unordered" } },
-    { "peer_mp.py", true, "map", { "map" } },
-    { "peer_mp.py", true, "latency", { "apply" } },
-    { "peer_mp.py", true, "payload", { "apply_async" } },
-    { "peer_mp.py", true, "scaling", { "apply_async-pyspin" } },
-    { "peer_mp.py", true, "imbalance", { "apply_async-pyspin" } },
+    { "peer_omp", false, false, "overhead", { "for-dynamic1", "tasks" } },
+    { "peer_omp", false, false, "map", { "for-static" } },
+    { "peer_omp", false, false, "latency", { "flag-spin", "parallel-per-job" } },
+    { "peer_omp", false, false, "payload", { "for-dynamic1" } },
+    { "peer_omp", false, false, "scaling", { "for-dynamic1" } },
+    { "peer_omp", false, false, "imbalance", { "for-dynamic1" } },
+    { "peer_mpi", false, false, "overhead", { "window2", "window1" } },
+    { "peer_mpi", false, false, "map", { "scatter-gather" } },
+    { "peer_mpi", false, false, "latency", { "send-recv" } },
+    { "peer_mpi", false, false, "payload", { "window2", "window1" } },
+    { "peer_mpi", false, false, "scaling", { "window2", "window1" } },
+    { "peer_mpi", false, false, "imbalance", { "window2", "window1" } },
+    { "peer_zmq", false, false, "overhead", { "push-pull", "router-lb" } },
+    { "peer_zmq", false, false, "map", { "push-pull-batch" } },
+    { "peer_zmq", false, false, "latency", { "push-pull" } },
+    { "peer_zmq", false, false, "payload", { "push-pull", "router-lb" } },
+    { "peer_zmq", false, false, "scaling", { "push-pull", "router-lb" } },
+    { "peer_zmq", false, false, "imbalance", { "push-pull", "router-lb" } },
+    { "peer_fork", false, true, "overhead", { "fork-pipe" } },
+    { "peer_fork", false, true, "map", { "fork-per-chunk" } },
+    { "peer_fork", false, true, "latency", { "fork-pipe" } },
+    { "peer_fork", false, true, "payload", { "fork-pipe" } },
+    { "peer_fork", false, true, "scaling", { "fork-pipe" } },
+    { "peer_fork", false, true, "imbalance", { "fork-pipe" } },
+    { "peer_mp.py", true, true, "overhead", { "apply_async", "map", "imap_unordered" } },
+    { "peer_mp.py", true, true, "map", { "map" } },
+    { "peer_mp.py", true, true, "latency", { "apply" } },
+    { "peer_mp.py", true, true, "payload", { "apply_async", "imap" } },
+    { "peer_mp.py", true, true, "scaling", { "apply_async-pyspin" } },
+    { "peer_mp.py", true, true, "imbalance", { "apply_async-pyspin" } },
 };
 
 /* ---------------------------------------------------------------- */
@@ -246,9 +247,13 @@ void peers_run(const struct bench_opts *o, const char *workload, int workers,
         const struct peer_def *d = &peer_defs[i];
         if (strcmp(d->workload, workload) != 0)
             continue;
+        /* Per-job figures stay comparable with fewer jobs; a process per
+         * job would otherwise dominate the run time. */
+        uint64_t cap = o->quick ? 5000 : 20000;
+        uint64_t n = d->slow && jobs > cap && !work_us ? cap : jobs;
         for (int v = 0; v < 4 && d->variants[v]; v++) {
             bench_progress("%s: %s %s", workload, d->prog, d->variants[v]);
-            run_one(o, d, d->variants[v], workers, jobs, payload, echo, work_us);
+            run_one(o, d, d->variants[v], workers, n, payload, echo, work_us);
         }
     }
 }

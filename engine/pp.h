@@ -42,8 +42,9 @@
  * Ownership and lifetime.
  *   - pp_submit copies the argument bytes into shared memory before it
  *     returns; the caller may reuse its buffer at once.  (An argument that
- *     already lies in memory from pp_shm_alloc is not copied; it must stay
- *     untouched until the task is done.)
+ *     lies wholly inside a block from pp_shm_alloc, at any offset and of
+ *     any size, is not copied: the worker reads it in place, so it must
+ *     stay untouched until the task is done.)
  *   - The result view from pp_task_result stays valid until
  *     pp_task_release on that task.  The string from pp_task_error likewise.
  *   - A task submitted with ret == NULL belongs to the server, which
@@ -54,6 +55,11 @@
  *     running ones, runs the pending callbacks, and frees every task,
  *     including those the caller had not released: all handles become
  *     invalid.
+ *
+ * Jobs in shared objects.  A job function may live in a module the host
+ * dlopen()s after the server started; workers load it by path.  If such a
+ * module calls pp_job_* and libpp is linked statically into the host, the
+ * host must export those symbols (link it with -rdynamic), or link libpp.so.
  *
  * Limits (see also the PP_* constants below).
  *   - argument and result sizes: 0 .. PP_MAX_PAYLOAD bytes, else -E2BIG;
@@ -173,7 +179,8 @@ PP_EXPORT int pp_detect_ncpus(void);
 struct pp_submit_opts {
     void (*callback)(pp_task *task, void *arg); /* once, when done */
     void *callback_arg;
-    const char *group; /* NULL = "default"; at most PP_GROUP_NAME_MAX */
+    const char *group; /* NULL = "default" (which counts among
+                          PP_MAX_GROUPS); at most PP_GROUP_NAME_MAX bytes */
 };
 
 /*
@@ -206,6 +213,8 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms);
  * the task is not done yet, -EINVAL for a NULL task.
  */
 PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len);
+/* (*data is never NULL once done, even for a 0-byte result; a failed job
+ *  has the bytes it wrote before failing, which pp does not interpret.) */
 
 /* The message of a failed job, or NULL (also while not done). */
 PP_EXPORT const char *pp_task_error(pp_task *t);
@@ -215,7 +224,10 @@ PP_EXPORT void pp_task_release(pp_task *t);
 
 /*
  * Waits until every job of the group (NULL = of all groups) submitted
- * before the call is done and its callback has returned.
+ * before the call is done and its callback has returned.  Jobs submitted
+ * meanwhile by other threads do not hold it up (it may or may not wait
+ * for those that race with the call).  Calls on one group are served one
+ * at a time.  "default" always exists.
  * Returns 0, -ETIMEDOUT, -EINVAL, or -ENOENT for a group never used.
  */
 PP_EXPORT int pp_wait(pp_server *srv, const char *group, int timeout_ms);
@@ -227,8 +239,10 @@ PP_EXPORT int pp_wait(pp_server *srv, const char *group, int timeout_ms);
  * per chunk, so the cost per item approaches a function call.  Blocks
  * until all items are done.  Returns 0 when every item returned >= 0,
  * else the negative status of the lowest failing item (all items still
- * run); -EINVAL, -E2BIG (a total above PP_MAX_PAYLOAD), -ENOMEM.
- * A job that returns a result larger than out_size fails with -EOVERFLOW.
+ * run); -EINVAL, -E2BIG (n * in_size or n * out_size above
+ * PP_MAX_PAYLOAD), -ENOMEM.  In an item, pp_job_result(job, len) with
+ * len > out_size returns NULL and the item fails with -EOVERFLOW (whatever
+ * the function then returns, unless it calls pp_job_fail).
  */
 PP_EXPORT int pp_map(pp_server *srv, pp_fn *fn, const void *in, size_t in_size,
                      size_t n, void *out, size_t out_size);
@@ -250,9 +264,9 @@ PP_EXPORT void pp_template_destroy(pp_template *tpl);
 
 /*
  * Memory in the server's shared segment.  An argument that lies in such a
- * block (from its start) is not copied by pp_submit; the worker reads it
- * in place.  NULL on failure or len > PP_MAX_PAYLOAD.  Free with
- * pp_shm_free once the tasks that read it are done.
+ * block is not copied by pp_submit; the worker reads it in place.  NULL on
+ * failure or len > PP_MAX_PAYLOAD; len 0 gives a valid, distinct block.
+ * Free with pp_shm_free once the tasks that read it are done.
  */
 PP_EXPORT void *pp_shm_alloc(pp_server *srv, size_t len);
 PP_EXPORT void pp_shm_free(pp_server *srv, void *p);
@@ -271,11 +285,15 @@ struct pp_node_stats {
 };
 
 struct pp_stats {
-    uint64_t njobs;        /* jobs finished, all nodes */
+    uint64_t njobs;        /* jobs whose function returned (success or
+                              failure), all nodes; not those whose worker
+                              died */
     double elapsed_s;      /* since pp_server_new */
     uint64_t active_tasks; /* submitted and not yet done */
     int ncpus;             /* local workers */
-    uint64_t worker_deaths;   /* workers that died unexpectedly */
+    uint64_t worker_deaths;   /* workers that died unexpectedly (a crash,
+                                 a kill, an exit during a job; not a stop
+                                 asked by pp_set_ncpus or restart mode) */
     uint64_t workers_started; /* worker processes started, all reasons */
     unsigned nnodes;
     struct pp_node_stats nodes[PP_MAX_NODES];
