@@ -131,7 +131,9 @@ static void reconcile(struct pp_server *s)
     for (int i = 0; i < PP_MAX_WORKERS; i++) {
         struct pp_slot *sl = &s->slots[i];
         if (i < target) {
-            if (sl->state == PP_SLOT_EMPTY && !sl->repair_pending)
+            /* After a failed fork, wait for a change (a worker exit or
+             * pp_set_ncpus) rather than retry in a tight loop. */
+            if (sl->state == PP_SLOT_EMPTY && !sl->repair_pending && !s->spawn_blocked)
                 spawn_slot(s, i);
         } else if (sl->state == PP_SLOT_LIVE || sl->state == PP_SLOT_SPAWNING) {
             pp_store_release(&s->sh->wcb[i].stop, 1);
@@ -252,12 +254,14 @@ static void zygote_msgs(struct pp_server *s)
             break;
         case PP_Z_SPAWN_FAILED:
             sl->state = PP_SLOT_EMPTY;
+            s->spawn_blocked = true;
             pthread_mutex_lock(&s->ctl_lock);
             s->spawn_errno = m.status;
             pthread_mutex_unlock(&s->ctl_lock);
             break;
         case PP_Z_EXITED:
             on_exit_msg(s, &m);
+            s->spawn_blocked = false;
             break;
         }
         int live = 0;
@@ -392,8 +396,12 @@ static void *engine_main(void *arg)
             recover_zygote(s);
         }
         bool pend = retry_repairs(s);
-        if (atomic_exchange(&s->ctl_dirty, 0) || !pend)
+        if (atomic_exchange(&s->ctl_dirty, 0)) {
+            s->spawn_blocked = false; /* pp_set_ncpus: try again */
             reconcile(s);
+        } else if (!pend) {
+            reconcile(s);
+        }
         if (pp_load_relaxed(&s->sh->overflow_waiting))
             pp__overflow_drain(s);
         if (pp_load_relaxed(&s->shutdown))

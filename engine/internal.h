@@ -234,6 +234,7 @@ struct pp_server {
     int spawn_errno;             /* last failed spawn (ctl_lock) */
     int nlive;                   /* live workers (ctl_lock) */
     bool zygote_lost;            /* engine: its socket hung up */
+    bool spawn_blocked;          /* engine: a fork failed; wait for a change */
     _Atomic uint32_t zygote_failed; /* a replacement zygote could not start */
     int cpus_allowed[PP_MAX_WORKERS];
     int ncpus_allowed;
@@ -332,16 +333,17 @@ PP_HIDDEN void pp__worker_main(struct pp_shared *sh, char *base, int slot)
 /*
  * Adaptive spinning.  A waiter spins for its current budget before it
  * sleeps.  When spinning paid off the budget doubles (up to the
- * configured spin time); when it did not, it halves.  Waits that always
- * end in sleep (long jobs) thus stop burning the CPU the workers need,
- * while short round trips keep spinning.
+ * configured spin time); when it did not, it halves, down to a floor.
+ * Waits that always end in sleep (long jobs) thus stop burning the CPU
+ * the workers need, while short round trips keep spinning.
  */
+#define PP_SPIN_FLOOR_NS 2000 /* never less: a hand-off is ~0.3 us, a
+                                 futex wake-up 5-15 us */
 static inline uint64_t pp__spin_adapt(uint64_t cur, bool paid_off, uint64_t max)
 {
-    if (paid_off)
-        cur = cur < 500 ? 1000 : cur * 2;
-    else
-        cur /= 2;
+    cur = paid_off ? cur * 2 : cur / 2;
+    if (cur < PP_SPIN_FLOOR_NS)
+        cur = PP_SPIN_FLOOR_NS;
     return cur > max ? max : cur;
 }
 
