@@ -61,6 +61,15 @@ enum {
     PP_ST_ORPHAN = 1u << 9,  /* released by the user before DONE */
 };
 
+/* A result of at most PP_TINY bytes, for a job whose argument is at most
+ * PP_TINY bytes and inline, goes in the second half of the argument's
+ * first cache line: the submitter writes that line, the worker reads it
+ * and writes its result there, and the submitter reads it back, so a tiny
+ * job moves one line less between the cores.  (Block offsets are page
+ * multiples, never 1.) */
+#define PP_RES_IN_ARG 1u
+#define PP_TINY 32u
+
 /* rec->flags */
 enum {
     PP_RF_ENGINE = 1u << 0,   /* finished by the engine: callback and/or
@@ -79,7 +88,9 @@ struct pp_rec {
     uint64_t seq;        /* bumped at each reuse (crash attribution) */
     uint64_t arg_off;    /* 0 = inline */
     uint64_t arg_len;
-    uint64_t res_off;    /* 0 = inline */
+    uint64_t res_off;    /* 0 = inline in inl_res; PP_RES_IN_ARG = in
+                            the argument's cache line (below); else a
+                            page-heap block */
     uint64_t res_len;
     int32_t status;
     uint32_t err_len;    /* 0 = no message */

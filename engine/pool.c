@@ -91,7 +91,7 @@ void pp__rec_free(struct pp_server *s, struct pp_rec *r)
 {
     if (r->flags & PP_RF_ARG_ARENA)
         pp_arena_free(s->arena, pp_seg_ptr(&s->seg, r->arg_off));
-    if (r->res_off)
+    if (r->res_off > PP_RES_IN_ARG)
         pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
     r->flags = 0;
     r->res_off = 0;

@@ -281,8 +281,9 @@ PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len)
     if (phase(st) < PP_ST_EXECUTED)
         return -EINPROGRESS;
     if (data)
-        *data = r->res_off ? (const void *)pp_seg_ptr(&r->srv->seg, r->res_off)
-                           : (const void *)r->inl_res;
+        *data = r->res_off == 0              ? (const void *)r->inl_res
+                : r->res_off == PP_RES_IN_ARG ? (const void *)(r->inl_arg + PP_TINY)
+                                              : (const void *)pp_seg_ptr(&r->srv->seg, r->res_off);
     if (len)
         *len = r->res_len;
     return r->status;
@@ -350,10 +351,9 @@ void pp__fail_rec(struct pp_server *s, struct pp_rec *r, int code, const char *m
     memcpy(r->err, msg, n);
     r->err[n] = '\0';
     r->err_len = (uint32_t)n;
-    if (r->res_off) {
+    if (r->res_off > PP_RES_IN_ARG)
         pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
-        r->res_off = 0;
-    }
+    r->res_off = 0;
     r->res_len = 0;
     if (r->flags & PP_RF_ENGINE) {
         uint32_t st = pp_load_relaxed(&r->state);

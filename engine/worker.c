@@ -256,7 +256,8 @@ void pp__job_finish(struct pp_job *job, int *status)
     if (job->map_slot)
         return; /* map items: pp__map_run settles the slot */
     rec->res_len = job->res_len;
-    rec->res_off = job->res_block;
+    rec->res_off = job->res_block ? job->res_block
+                   : job->res == rec->inl_arg + PP_TINY ? PP_RES_IN_ARG : 0;
 }
 
 /* ---------------------------------------------------------------- */
@@ -295,6 +296,9 @@ PP_EXPORT void *pp_job_result(pp_job *job, size_t len)
             return NULL;
         }
         job->res = job->map_slot;
+    } else if (len <= PP_TINY && job->arg_len <= PP_TINY && job->rec->arg_off == 0) {
+        drop_block(job);
+        job->res = job->rec->inl_arg + PP_TINY; /* internal.h: PP_RES_IN_ARG */
     } else if (len <= PP_INLINE_MAX) {
         drop_block(job);
         job->res = job->rec->inl_res;
