@@ -286,10 +286,18 @@ static int run_map(const struct bench_opts *o)
     return r;
 }
 
+/* Round trips are bounded by the core-to-core latency, which on a virtual
+ * machine can change by several times while a run goes on (the host moves
+ * the virtual CPUs).  So the full run measures pp and the peers three
+ * times, interleaved, and the table compares the best of each. */
 static int run_latency(const struct bench_opts *o)
 {
-    int r = pp_bench_latency(o);
-    peers_run(o, "latency", 1, o->jobs ? o->jobs : (o->quick ? 5000 : 50000), 0, false, 0);
+    int r = 0;
+    for (int round = 0; round < (o->quick ? 1 : 3) && r == 0; round++) {
+        r = pp_bench_latency(o);
+        peers_run(o, "latency", 1, o->jobs ? o->jobs : (o->quick ? 5000 : 50000), 0, false,
+                  0);
+    }
     return r;
 }
 
