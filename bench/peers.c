@@ -134,7 +134,7 @@ static void parse_line(const char *line, struct bench_result *r)
 /* ---------------------------------------------------------------- */
 
 /* Reads the child's stdout until EOF or the deadline; emits each line. */
-static void pump(const struct bench_opts *o, int fd, pid_t pid)
+static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo)
 {
     char buf[8192];
     size_t have = 0;
@@ -159,6 +159,8 @@ static void pump(const struct bench_opts *o, int fd, pid_t pid)
             if (buf[0] == '{') {
                 struct bench_result r;
                 parse_line(buf, &r);
+                if (echo) /* name it, as pp's own echo rows are named */
+                    strncat(r.variant, " echo", sizeof(r.variant) - strlen(r.variant) - 1);
                 bench_emit(o, &r);
             }
             have -= (size_t)(nl + 1 - buf);
@@ -225,7 +227,7 @@ static void run_one(const struct bench_opts *o, const struct peer_def *d,
         close(fds[0]);
         return;
     }
-    pump(o, fds[0], pid);
+    pump(o, fds[0], pid, echo);
     close(fds[0]);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)

@@ -177,9 +177,10 @@ int bench_plot(const char *dir, const struct bench_result *res, size_t n)
     if ((r = series_data(dir, "payload.dat", "payload", res, n, names, 64, x_bytes,
                          y_gbps)) > 0) {
         fprintf(gp, "set output 'payload.png'\nset title 'payload throughput'\n"
-                    "set logscale x 2\nset xlabel 'argument bytes'\nset ylabel 'GB/s'\n");
+                    "set logscale x 2\nset format x '%%.0b %%BB'\n"
+                    "set xlabel 'argument bytes'\nset ylabel 'GB/s'\n");
         plot_series(gp, "payload.dat", names, r);
-        fprintf(gp, "unset logscale x\n");
+        fprintf(gp, "unset logscale x\nset format x '%%g'\n");
     }
     if ((r = c2c_data(dir, res, n)) > 0)
         fprintf(gp, "set output 'c2c.png'\nset title 'core-to-core round trip (ns)'\n"

@@ -77,7 +77,7 @@ static unsigned drain_slot(struct pp_server *s, int slot)
 
 static unsigned drain_all(struct pp_server *s)
 {
-    unsigned n = 0, used = pp_load_relaxed(&s->slots_used);
+    unsigned n = 0, used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++)
         n += drain_slot(s, (int)i);
     return n;
@@ -85,7 +85,7 @@ static unsigned drain_all(struct pp_server *s)
 
 static bool any_done_pending(struct pp_server *s)
 {
-    unsigned used = pp_load_relaxed(&s->slots_used);
+    unsigned used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++) {
         struct pp_spsc *d = done_ring(s, (int)i);
         if (pp_load_acquire(&d->tail) != pp_load_relaxed(&d->head))
@@ -111,8 +111,8 @@ static void spawn_slot(struct pp_server *s, int i)
      * than CPUs it keeps a core of its own. */
     int na = s->ncpus_allowed;
     w->cpu = s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1;
-    if ((unsigned)i + 1 > pp_load_relaxed(&s->slots_used))
-        pp_store_release(&s->slots_used, (unsigned)i + 1);
+    if ((unsigned)i + 1 > pp_load_relaxed(&s->sh->slots_used))
+        pp_store_release(&s->sh->slots_used, (unsigned)i + 1);
     if (pp__zygote_spawn(s, i, w->cpu) < 0)
         return; /* zygote gone: handled when its socket reports EOF */
     s->slots[i].state = PP_SLOT_SPAWNING;
@@ -167,7 +167,7 @@ static void describe_death(int wstatus, int slot, pid_t pid, char *buf, size_t n
 static unsigned live_claims(struct pp_server *s, int except,
                             struct pp_ring_claim **out)
 {
-    unsigned n = 0, used = pp_load_relaxed(&s->slots_used);
+    unsigned n = 0, used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++)
         if ((int)i != except && s->slots[i].state != PP_SLOT_EMPTY)
             out[n++] = &s->sh->wcb[i].claim;
@@ -318,7 +318,7 @@ static void recover_zygote(struct pp_server *s)
 static bool retry_repairs(struct pp_server *s)
 {
     bool pending = false;
-    unsigned used = pp_load_relaxed(&s->slots_used);
+    unsigned used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++)
         if (s->slots[i].repair_pending && !repair(s, (int)i))
             pending = true;

@@ -62,10 +62,7 @@ out:
 /* Jobs of counter index ci (a group's bank) not finished yet. */
 uint64_t pp__group_pending(struct pp_server *s, uint32_t ci)
 {
-    uint64_t done = pp_load_acquire(&s->sh->groups[PP_CI_GROUP(ci)].engine_done[ci & 1]);
-    unsigned nslots = pp_load_acquire(&s->slots_used);
-    for (unsigned w = 0; w < nslots; w++)
-        done += pp_load_acquire(&s->sh->wcb[w].group_done[ci]);
+    uint64_t done = pp__done_sum(s->sh, ci);
     uint64_t sub = pp_load_acquire(&s->submitted[ci]);
     return sub > done ? sub - done : 0;
 }
@@ -74,7 +71,7 @@ void pp__group_engine_done(struct pp_server *s, uint32_t ci)
 {
     struct pp_group *grp = &s->sh->groups[PP_CI_GROUP(ci)];
     atomic_fetch_add_explicit(&grp->engine_done[ci & 1], 1, memory_order_release);
-    pp_event_signal(&grp->ev, INT_MAX);
+    pp__group_signal(s->sh, ci);
 }
 
 static uint64_t ns_of(const struct timespec *dl)
@@ -96,6 +93,9 @@ static int wait_ci(struct pp_server *s, uint32_t ci, const struct timespec *dl)
             pp_cpu_relax();
             continue;
         }
+        /* The bank waited on gets no new jobs (wait_group), so its
+         * submitted count is final: wake me only when all are done. */
+        pp_store_release(&grp->wake_at[ci & 1], pp_load_acquire(&s->submitted[ci]));
         uint32_t seq = pp_event_prepare(&grp->ev);
         if (pp__group_pending(s, ci) == 0) {
             pp_event_cancel(&grp->ev);

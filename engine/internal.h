@@ -134,6 +134,9 @@ struct pp_fn_entry {
 struct pp_group {
     struct pp_event ev;          /* pp_wait sleeps here */
     _Atomic uint64_t engine_done[2]; /* jobs finished by the engine */
+    _Atomic uint64_t wake_at[2]; /* a sleeping pp_wait wants a wake-up
+                                    once this many jobs of the bank are
+                                    done (0: on every job) */
     char name[PP_GROUP_NAME_MAX + 1];
 };
 
@@ -167,6 +170,7 @@ struct pp_shared {
     _Atomic uint32_t overflow_waiting; /* 1 = jobs wait in overflow,
                                           2 = the engine was woken */
     pp_cacheline_aligned struct pp_pages pages;
+    _Atomic uint32_t slots_used;  /* worker slots ever used (a bound) */
     pp_cacheline_aligned _Atomic uint32_t nmodules;
     _Atomic uint32_t nfns;
     struct pp_module modules[PP_MAX_MODULES];
@@ -176,6 +180,42 @@ struct pp_shared {
 };
 
 #define PP_MAGIC 0x70702d7365676d31ull /* "pp-segm1" */
+
+/* Jobs of counter index ci finished so far: the engine's count plus one
+ * count per worker slot.  Every load is an acquire, pairing with the
+ * release increments (worker.c complete(), group.c). */
+static inline uint64_t pp__done_sum(struct pp_shared *sh, uint32_t ci)
+{
+    uint64_t done = pp_load_acquire(&sh->groups[ci >> 1].engine_done[ci & 1]);
+    uint32_t n = pp_load_acquire(&sh->slots_used);
+    for (uint32_t w = 0; w < n; w++)
+        done += pp_load_acquire(&sh->wcb[w].group_done[ci]);
+    return done;
+}
+
+/*
+ * After a job of counter index ci finished (its count already raised):
+ * wakes a sleeping pp_wait when the bank may be complete.  The fence pairs
+ * with the waiter's pp_event_prepare (futex.h); with it, of two workers
+ * that finish the last two jobs at once, at least one sees both counts.
+ * With many slots the sum costs more than a spurious wake-up: just wake.
+ */
+static inline void pp__group_signal(struct pp_shared *sh, uint32_t ci)
+{
+    struct pp_group *g = &sh->groups[ci >> 1];
+
+    pp_fence_seq_cst();
+    /* Acquire: pairs with the waiter's increment of sleepers, so wake_at,
+     * stored before it, is current (a stale one is lower: only a spurious
+     * wake-up). */
+    if (pp_likely(atomic_load_explicit(&g->ev.sleepers, memory_order_acquire) == 0))
+        return;
+    uint64_t at = pp_load_acquire(&g->wake_at[ci & 1]);
+    if (at && pp_load_relaxed(&sh->slots_used) <= 32 && pp__done_sum(sh, ci) < at)
+        return;
+    atomic_fetch_add_explicit(&g->ev.seq, 1, memory_order_seq_cst);
+    pp_futex_wake(&g->ev.seq, INT_MAX);
+}
 
 /* ---------------------------------------------------------------- */
 /* Host-private server                                                */
@@ -236,7 +276,6 @@ struct pp_server {
     pid_t zygote;
     pthread_mutex_t ctl_lock;    /* target below, slot table */
     _Atomic int target;          /* wanted local workers */
-    _Atomic unsigned slots_used; /* slots ever given a worker (a bound) */
     struct pp_slot slots[PP_MAX_WORKERS];
     _Atomic uint32_t shutdown;   /* 1: no submissions; engine stops */
     _Atomic uint32_t ctl_dirty;  /* the engine must re-read target */

@@ -230,7 +230,7 @@ PP_EXPORT int pp_get_stats(pp_server *s, struct pp_stats *st)
     uint64_t ticks = pp__ticks() - s->tsc0;
     double ns_per_tick = ticks ? (double)(now - s->ns0) / (double)ticks : 1.0;
     uint64_t busy = 0;
-    unsigned used = pp_load_acquire(&s->slots_used);
+    unsigned used = pp_load_acquire(&s->sh->slots_used);
 
     for (unsigned i = 0; i < used; i++) {
         st->njobs += pp_load_relaxed(&s->sh->wcb[i].njobs);

@@ -193,7 +193,7 @@ static void complete(struct pp_worker *w, struct pp_rec *rec, uint64_t off)
      * after DONE so pp_wait never returns before the task is done. */
     _Atomic uint64_t *c = &w->wcb->group_done[g];
     pp_store_release(c, pp_load_relaxed(c) + 1);
-    pp_event_signal(&w->sh->groups[PP_CI_GROUP(g)].ev, INT_MAX);
+    pp__group_signal(w->sh, g);
     if (old & PP_ST_ORPHAN)
         to_engine(w, off);
 }

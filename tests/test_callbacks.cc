@@ -409,3 +409,48 @@ TEST_F(Callbacks, WaitNotStarvedBySubmitters)
     for (uint64_t x = 0; x < 100; x++)
         EXPECT_EQ(scratch()->seen[x].load(), 1u) << "x=" << x << " not done when pp_wait returned";
 }
+
+/* pp_wait sleeps until its whole batch is done, woken by whichever worker
+ * (or the engine, for jobs with callbacks) finishes the last job: many
+ * small batches across several workers must never lose that wake-up. */
+static void count_cb(pp_task *, void *arg)
+{
+    static_cast<std::atomic<int> *>(arg)->fetch_add(1);
+}
+
+static void wait_batches(bool sleep_at_once)
+{
+    /* spin_us = 0: every wait goes straight to the futex path. */
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 4;
+    if (sleep_at_once)
+        cfg.spin_us = 0;
+    ServerPtr srv = make_server(cfg);
+    ASSERT_NE(srv, nullptr);
+    std::atomic<int> cbs{0};
+    uint64_t x = 0;
+    for (int round = 0; round < 2000; round++) {
+        int k = 1 + round % 8;
+        std::vector<pp_task *> t(k);
+        for (int i = 0; i < k; i++, x++) {
+            pp_submit_opts o{};
+            o.group = "batch";
+            if (i == k - 1) { /* one job per batch finished by the engine */
+                o.callback = count_cb;
+                o.callback_arg = &cbs;
+            }
+            uint64_t arg = x % kMaxSeen;
+            ASSERT_EQ(pp_submit(srv.get(), job_square, &arg, sizeof arg, &o, &t[i]), 0);
+        }
+        ASSERT_EQ(pp_wait(srv.get(), "batch", 10000), 0) << "round " << round;
+        for (pp_task *tk : t) {
+            EXPECT_EQ(pp_task_wait(tk, 0), 0) << "pp_wait returned before a job was done";
+            pp_task_release(tk);
+        }
+        ASSERT_EQ(cbs.load(), round + 1) << "pp_wait returned before a callback ran";
+    }
+}
+
+TEST_F(Callbacks, WaitBatchesNeverLoseTheWakeUp) { wait_batches(false); }
+TEST_F(Callbacks, WaitBatchesNeverLoseTheWakeUpWhenSleeping) { wait_batches(true); }
