@@ -82,8 +82,17 @@ struct pp_rec *pp__rec_alloc(struct pp_server *s)
         uint32_t next = pp_load_relaxed(&r->next_free);
         if (atomic_compare_exchange_weak_explicit(
                 &s->free_head, &h, pack(next, (uint32_t)(h >> 32) + 1),
-                memory_order_acquire, memory_order_relaxed))
+                memory_order_acquire, memory_order_relaxed)) {
+            /* The next record to hand out was last written by a worker:
+             * start taking its lines back now, so that the next submission
+             * does not wait for them (prefetch for writing). */
+            if (next != NIL) {
+                struct pp_rec *n = rec_of(s, next);
+                __builtin_prefetch(n, 1, 3);
+                __builtin_prefetch(n->inl_arg, 1, 3);
+            }
             return r;
+        }
     }
 }
 

@@ -48,7 +48,29 @@ int pp_ring_init(struct pp_ring *r, uint64_t cap)
 
 bool pp_ring_enqueue_mp(struct pp_ring *r, uint64_t val)
 {
-    return pp_ring_enqueue_burst_mp(r, &val, 1) == 1;
+    uint64_t pos = pp_load_relaxed(&r->enq);
+    struct pp_ring_slot *s;
+
+    /* The one-value case of pp_ring_enqueue_burst_mp, without its loops:
+     * it is the hot path of every pp_submit. */
+    for (;;) {
+        s = slot_at(r, pos);
+        uint64_t seq = pp_load_acquire(&s->seq); /* A1 */
+        int64_t d = diff(seq, pos);
+        if (d < 0)
+            return false; /* full */
+        if (d > 0) {
+            pos = pp_load_relaxed(&r->enq);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&r->enq, &pos, pos + 1,
+                                                  memory_order_relaxed,
+                                                  memory_order_relaxed))
+            break;
+    }
+    s->val = val;
+    pp_store_release(&s->seq, pos + 1); /* R1 */
+    return true;
 }
 
 /* Counts how many slots from pos on are free for this lap (at most n);
