@@ -192,8 +192,7 @@ static bool repair(struct pp_server *s, int i)
     if (r == 1) {
         struct pp_rec *rec = pp__rec_at(s, off);
         uint32_t st = pp_load_acquire(&rec->state);
-        uint64_t seq = rec->seq;
-        bool same = seq == pp_load_relaxed(&w->held_seq);
+        bool same = rec->seq == pp_load_relaxed(&w->held_seq);
         bool started = pp_load_relaxed(&w->started) == off && same;
         uint32_t ph = st & PP_ST_PHASE;
         if (ph == PP_ST_QUEUED && started) {

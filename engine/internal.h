@@ -61,14 +61,10 @@ enum {
     PP_ST_ORPHAN = 1u << 9,  /* released by the user before DONE */
 };
 
-/* A result of at most PP_TINY bytes, for a job whose argument is at most
- * PP_TINY bytes and inline, goes in the second half of the argument's
- * first cache line: the submitter writes that line, the worker reads it
- * and writes its result there, and the submitter reads it back, so a tiny
- * job moves one line less between the cores.  (Block offsets are page
- * multiples, never 1.) */
-#define PP_RES_IN_ARG 1u
-#define PP_TINY 32u
+/* Arguments and results of at most PP_TINY bytes travel in the record's
+ * first cache line (see struct pp_rec). */
+#define PP_TINY 8u
+enum { PP_RES_TINY, PP_RES_INLINE, PP_RES_BLOCK }; /* rec->res_where */
 
 /* rec->flags */
 enum {
@@ -76,35 +72,41 @@ enum {
                                  server-owned (auto release) */
     PP_RF_AUTO = 1u << 1,     /* server-owned: free after the callback */
     PP_RF_ARG_ARENA = 1u << 2,/* argument block from the arena: free it */
+    PP_RF_ARG_EXT = 1u << 4,  /* argument at arg_off (arena copy, or the
+                                 caller's pp_shm_alloc block in place) */
     PP_RF_MAP = 1u << 3,      /* a pp_map chunk */
 };
 
 struct pp_rec {
-    /* Line 0: what both sides read every time. */
+    /* Line 0: everything a tiny job needs (an argument and a result of at
+     * most PP_TINY bytes live here too), so such a job moves this one line
+     * to the worker and back, besides the ring slot. */
     _Atomic uint32_t state;
     uint32_t flags;
     uint32_t fn_id;
     uint32_t group;      /* counter index: PP_CI(group, bank) */
-    uint64_t seq;        /* bumped at each reuse (crash attribution) */
-    uint64_t arg_off;    /* 0 = inline */
-    uint64_t arg_len;
-    uint64_t res_off;    /* 0 = inline in inl_res; PP_RES_IN_ARG = in
-                            the argument's cache line (below); else a
-                            page-heap block */
-    uint64_t res_len;
+    uint32_t seq;        /* bumped at each reuse (crash attribution) */
+    uint32_t arg_len;    /* <= PP_MAX_PAYLOAD */
+    uint32_t res_len;
     int32_t status;
     uint32_t err_len;    /* 0 = no message */
-    /* Lines 1-3: the inline result, then the inline argument. */
-    pp_cacheline_aligned unsigned char inl_res[PP_INLINE_MAX];
-    pp_cacheline_aligned unsigned char inl_arg[PP_INLINE_MAX];
-    char err[PP_ERRMSG_MAX];
-    /* Host-private from here on (workers never touch it). */
-    pp_cacheline_aligned struct pp_server *srv;
+    uint32_t res_where;  /* PP_RES_TINY / PP_RES_INLINE / PP_RES_BLOCK */
+    unsigned char tiny_arg[PP_TINY];
+    unsigned char tiny_res[PP_TINY];
+    /* Line 1: where larger payloads are, and the host's own fields (workers
+     * never touch those). */
+    pp_cacheline_aligned uint64_t arg_off; /* with PP_RF_ARG_EXT */
+    uint64_t res_off;    /* the page-heap block of a PP_RES_BLOCK result */
+    struct pp_server *srv;
     void (*cb)(pp_task *, void *);
     void *cb_arg;
     struct pp_rec *next;     /* overflow queue link */
     uint32_t idx;            /* in the record pool */
     _Atomic uint32_t next_free;
+    /* Then the inline result and argument, and the error message. */
+    pp_cacheline_aligned unsigned char inl_res[PP_INLINE_MAX];
+    pp_cacheline_aligned unsigned char inl_arg[PP_INLINE_MAX];
+    char err[PP_ERRMSG_MAX];
 };
 
 /* ---------------------------------------------------------------- */

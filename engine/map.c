@@ -85,7 +85,7 @@ int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn)
     }
     memcpy(rec->inl_res, &res, sizeof(res));
     rec->res_len = sizeof(res);
-    rec->res_off = 0;
+    rec->res_where = PP_RES_INLINE;
     return 0; /* item failures travel in the result, not as chunk status */
 }
 

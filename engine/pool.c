@@ -89,7 +89,6 @@ struct pp_rec *pp__rec_alloc(struct pp_server *s)
             if (next != NIL) {
                 struct pp_rec *n = rec_of(s, next);
                 __builtin_prefetch(n, 1, 3);
-                __builtin_prefetch(n->inl_arg, 1, 3);
             }
             return r;
         }
@@ -100,10 +99,10 @@ void pp__rec_free(struct pp_server *s, struct pp_rec *r)
 {
     if (r->flags & PP_RF_ARG_ARENA)
         pp_arena_free(s->arena, pp_seg_ptr(&s->seg, r->arg_off));
-    if (r->res_off > PP_RES_IN_ARG)
+    if (r->res_where == PP_RES_BLOCK)
         pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
     r->flags = 0;
-    r->res_off = 0;
+    r->res_where = PP_RES_TINY;
     r->arg_off = 0;
     r->cb = NULL;
     pp_store_relaxed(&r->state, PP_ST_FREE);

@@ -122,16 +122,17 @@ static int admit(struct pp_server *s)
 static int put_arg(struct pp_server *s, struct pp_rec *r, const void *arg,
                    size_t len)
 {
-    r->arg_len = len;
+    r->arg_len = (uint32_t)len;
     if (len && pp_arena_owns(s->arena, arg) &&
         pp_arena_owns(s->arena, (const char *)arg + len - 1)) {
         r->arg_off = pp_seg_off(&s->seg, arg); /* zero copy, even small */
+        r->flags |= PP_RF_ARG_EXT;
         return 0;
     }
     if (len <= PP_INLINE_MAX) {
         r->arg_off = 0;
         if (len)
-            memcpy(r->inl_arg, arg, len);
+            memcpy(len <= PP_TINY ? r->tiny_arg : r->inl_arg, arg, len);
         return 0;
     }
     void *p = pp_arena_alloc(s->arena, len);
@@ -139,7 +140,7 @@ static int put_arg(struct pp_server *s, struct pp_rec *r, const void *arg,
         return -ENOMEM;
     memcpy(p, arg, len);
     r->arg_off = pp_seg_off(&s->seg, p);
-    r->flags |= PP_RF_ARG_ARENA;
+    r->flags |= PP_RF_ARG_ARENA | PP_RF_ARG_EXT;
     return 0;
 }
 
@@ -175,7 +176,7 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     }
     r->status = 0;
     r->err_len = 0;
-    r->res_off = 0;
+    r->res_where = PP_RES_TINY;
     r->res_len = 0;
     r->cb = cb;
     r->cb_arg = cb_arg;
@@ -281,9 +282,9 @@ PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len)
     if (phase(st) < PP_ST_EXECUTED)
         return -EINPROGRESS;
     if (data)
-        *data = r->res_off == 0              ? (const void *)r->inl_res
-                : r->res_off == PP_RES_IN_ARG ? (const void *)(r->inl_arg + PP_TINY)
-                                              : (const void *)pp_seg_ptr(&r->srv->seg, r->res_off);
+        *data = r->res_where == PP_RES_TINY     ? (const void *)r->tiny_res
+                : r->res_where == PP_RES_INLINE ? (const void *)r->inl_res
+                                                : (const void *)pp_seg_ptr(&r->srv->seg, r->res_off);
     if (len)
         *len = r->res_len;
     return r->status;
@@ -351,9 +352,9 @@ void pp__fail_rec(struct pp_server *s, struct pp_rec *r, int code, const char *m
     memcpy(r->err, msg, n);
     r->err[n] = '\0';
     r->err_len = (uint32_t)n;
-    if (r->res_off > PP_RES_IN_ARG)
+    if (r->res_where == PP_RES_BLOCK)
         pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
-    r->res_off = 0;
+    r->res_where = PP_RES_TINY;
     r->res_len = 0;
     if (r->flags & PP_RF_ENGINE) {
         uint32_t st = pp_load_relaxed(&r->state);

@@ -201,13 +201,15 @@ static void complete(struct pp_worker *w, struct pp_rec *rec, uint64_t off)
 static void run(struct pp_worker *w, uint64_t off)
 {
     struct pp_rec *rec = pp_seg_ptr(&w->seg, off);
+    uint32_t len = rec->arg_len;
     struct pp_job job = {
         .w = w,
         .rec = rec,
-        .arg = rec->arg_off ? (const void *)pp_seg_ptr(&w->seg, rec->arg_off)
-                            : (const void *)rec->inl_arg,
-        .arg_len = rec->arg_len,
-        .res = rec->inl_res,
+        .arg = (rec->flags & PP_RF_ARG_EXT) ? (const void *)pp_seg_ptr(&w->seg, rec->arg_off)
+               : len <= PP_TINY                ? (const void *)rec->tiny_arg
+                                               : (const void *)rec->inl_arg,
+        .arg_len = len,
+        .res = rec->tiny_res,
         .err = rec->err,
         .err_len = &rec->err_len,
     };
@@ -255,9 +257,13 @@ void pp__job_finish(struct pp_job *job, int *status)
     }
     if (job->map_slot)
         return; /* map items: pp__map_run settles the slot */
-    rec->res_len = job->res_len;
-    rec->res_off = job->res_block ? job->res_block
-                   : job->res == rec->inl_arg + PP_TINY ? PP_RES_IN_ARG : 0;
+    rec->res_len = (uint32_t)job->res_len;
+    if (job->res_block) {
+        rec->res_off = job->res_block;
+        rec->res_where = PP_RES_BLOCK;
+    } else {
+        rec->res_where = job->res == rec->inl_res ? PP_RES_INLINE : PP_RES_TINY;
+    }
 }
 
 /* ---------------------------------------------------------------- */
@@ -296,9 +302,9 @@ PP_EXPORT void *pp_job_result(pp_job *job, size_t len)
             return NULL;
         }
         job->res = job->map_slot;
-    } else if (len <= PP_TINY && job->arg_len <= PP_TINY && job->rec->arg_off == 0) {
+    } else if (len <= PP_TINY) {
         drop_block(job);
-        job->res = job->rec->inl_arg + PP_TINY; /* internal.h: PP_RES_IN_ARG */
+        job->res = job->rec->tiny_res;
     } else if (len <= PP_INLINE_MAX) {
         drop_block(job);
         job->res = job->rec->inl_res;
