@@ -138,12 +138,13 @@ static void consumer(struct shared *sh, _Atomic uint64_t *seen, struct pp_ring *
     _exit(0);
 }
 
-static void producer(struct pp_ring *r, unsigned p, uint64_t n)
+/* Enqueues n values of producer p, alternating single and burst
+ * enqueues to cover both paths. */
+static void produce(struct pp_ring *r, unsigned p, uint64_t n)
 {
     uint64_t batch[8];
     for (uint64_t i = 0; i < n;) {
         unsigned k = 0;
-        /* Alternate single and burst enqueues to cover both paths. */
         unsigned want = (i & 1) ? 1 : 8;
         while (k < want && i + k < n) {
             batch[k] = value_of(p, i + k);
@@ -154,6 +155,11 @@ static void producer(struct pp_ring *r, unsigned p, uint64_t n)
             sched_yield();
         i += done;
     }
+}
+
+static void producer(struct pp_ring *r, unsigned p, uint64_t n)
+{
+    produce(r, p, n);
     _exit(0);
 }
 
@@ -164,6 +170,23 @@ static pid_t spawn_consumer(struct shared *sh, _Atomic uint64_t *seen, struct pp
     if (pid == 0)
         consumer(sh, seen, r, per_prod, slot);
     return pid;
+}
+
+/* Counts what the consumers saw: every value once, none twice. */
+static void tally(struct shared *sh, _Atomic uint64_t *seen, unsigned nprod,
+                  uint64_t per_prod, struct ring_report *out)
+{
+    out->duplicates = atomic_load(&sh->dups);
+    for (unsigned p = 0; p < nprod; p++)
+        for (uint64_t i = 0; i < per_prod; i++) {
+            uint64_t idx = p * per_prod + i;
+            if (atomic_load(&seen[idx / 64]) & (1ull << (idx % 64))) {
+                out->consumed++;
+                out->sum += value_of(p, i);
+            } else {
+                out->missing++;
+            }
+        }
 }
 
 /* Repairs dead consumer `slot`'s claim against the live ones. */
@@ -244,17 +267,7 @@ void ring_stress(unsigned nprod, unsigned ncons, uint64_t per_prod, uint64_t cap
     for (unsigned c = 0; c < ncons; c++)
         waitpid(cons[c], NULL, 0);
 
-    out->duplicates = atomic_load(&sh->dups);
-    for (unsigned p = 0; p < nprod; p++)
-        for (uint64_t i = 0; i < per_prod; i++) {
-            uint64_t idx = p * per_prod + i;
-            if (atomic_load(&seen[idx / 64]) & (1ull << (idx % 64))) {
-                out->consumed++;
-                out->sum += value_of(p, i);
-            } else {
-                out->missing++;
-            }
-        }
+    tally(sh, seen, nprod, per_prod, out);
     munmap(m, bytes);
 }
 
@@ -276,18 +289,7 @@ struct tctx {
 static void *tproducer(void *arg)
 {
     struct tctx *c = arg;
-    uint64_t batch[8];
-    for (uint64_t i = 0; i < c->per_prod;) {
-        unsigned k = 0, want = (i & 1) ? 1 : 8;
-        while (k < want && i + k < c->per_prod) {
-            batch[k] = value_of(c->id, i + k);
-            k++;
-        }
-        unsigned done = pp_ring_enqueue_burst_mp(c->r, batch, k);
-        if (done == 0)
-            sched_yield();
-        i += done;
-    }
+    produce(c->r, c->id, c->per_prod);
     return NULL;
 }
 
@@ -336,18 +338,10 @@ void ring_stress_threads(unsigned nprod, unsigned ncons, uint64_t per_prod, uint
     atomic_store(&sh->stop, 1);
     for (unsigned i = nprod; i < nprod + ncons; i++)
         pthread_join(th[i], NULL);
-    out->duplicates = atomic_load(&sh->dups);
     for (unsigned p = 0; p < nprod; p++)
-        for (uint64_t i = 0; i < per_prod; i++) {
+        for (uint64_t i = 0; i < per_prod; i++)
             out->expect_sum += value_of(p, i);
-            uint64_t idx = p * per_prod + i;
-            if (atomic_load(&seen[idx / 64]) & (1ull << (idx % 64))) {
-                out->consumed++;
-                out->sum += value_of(p, i);
-            } else {
-                out->missing++;
-            }
-        }
+    tally(sh, seen, nprod, per_prod, out);
 done:
     free(sh);
     free(seen);
