@@ -207,6 +207,12 @@ static bool repair(struct pp_server *s, int i)
             pp__rec_free(s, rec);
         }
     }
+    /* A result block it was taking back from its return ring (it is the
+     * ring's only consumer, so nobody else can hold that claim). */
+    if (pp_ring_repair(pp__ret_ring(s->sh, s->seg.base, (uint32_t)i), &w->ret_claim,
+                       NULL, 0, &off) == 1)
+        pp_pages_free(&s->sh->pages, &s->seg, PP_RET_OFF(off),
+                      pp_pages_class_size(PP_RET_CLASS(off)));
     pp_store_relaxed(&w->started, 0);
     sl->repair_pending = false;
     sl->state = PP_SLOT_EMPTY;

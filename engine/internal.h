@@ -40,6 +40,9 @@
 #define PP_SUBMIT_RING_CAP (1u << 16)  /* jobs waiting in the ring; more
                                           wait in the server's overflow */
 #define PP_DONE_RING_CAP (1u << 14)    /* per worker, to the engine */
+#define PP_RET_RING_CAP 256u           /* per worker: result blocks the
+                                          host freed, back to their worker */
+#define PP_BLOCK_STASH 8u              /* a worker's cached blocks per class */
 #define PP_REC_CHUNK 1024u             /* records allocated together */
 #define PP_REC_MAX_CHUNKS 4096u        /* 4M records in flight at most */
 #define PP_MAX_MODULES 256u
@@ -97,6 +100,7 @@ struct pp_rec {
      * never touch those). */
     pp_cacheline_aligned uint64_t arg_off; /* with PP_RF_ARG_EXT */
     uint64_t res_off;    /* the page-heap block of a PP_RES_BLOCK result */
+    uint32_t res_slot;   /* worker slot that allocated it (to return it) */
     struct pp_server *srv;
     void (*cb)(pp_task *, void *);
     void *cb_arg;
@@ -144,6 +148,7 @@ struct pp_group {
 
 struct pp_wcb {                  /* worker control block, one per slot */
     struct pp_ring_claim claim;  /* what it took from the submit ring */
+    struct pp_ring_claim ret_claim; /* ... and from its return ring */
     _Atomic uint64_t started;    /* offset of the record whose function
                                     runs now (0 = none) */
     _Atomic uint64_t held_seq;   /* that record's seq */
@@ -162,6 +167,8 @@ struct pp_shared {
     uint64_t ring_off;            /* struct pp_ring */
     uint64_t done_off;            /* PP_MAX_WORKERS struct pp_spsc */
     uint64_t done_stride;
+    uint64_t ret_off;             /* PP_MAX_WORKERS struct pp_ring */
+    uint64_t ret_stride;
     int engine_efd;               /* eventfd: wakes the engine thread */
     uint32_t busy_poll;
     uint64_t spin_ns;
@@ -398,6 +405,21 @@ static inline uint64_t pp__spin_adapt(uint64_t cur, bool paid_off, uint64_t max)
         cur = PP_SPIN_FLOOR_NS;
     return cur > max ? max : cur;
 }
+
+/*
+ * Result blocks go back to the worker that allocated them: the host
+ * enqueues (class << 48 | offset) on that worker's return ring, and the
+ * worker reuses the block for its next result of the same class, so
+ * neither side takes the page heap's lock on the common path.
+ */
+static inline struct pp_ring *pp__ret_ring(struct pp_shared *sh, char *base, uint32_t slot)
+{
+    return (struct pp_ring *)(base + sh->ret_off + (uint64_t)slot * sh->ret_stride);
+}
+#define PP_RET_ENC(cls, off) (((uint64_t)(cls) << 48) | (off))
+#define PP_RET_CLASS(v) ((unsigned)((v) >> 48))
+#define PP_RET_OFF(v) ((v) & ((1ull << 48) - 1))
+PP_HIDDEN void pp__result_block_free(struct pp_server *s, struct pp_rec *r);
 
 /* time */
 static inline uint64_t pp__ticks(void)

@@ -100,13 +100,23 @@ void pp__rec_free(struct pp_server *s, struct pp_rec *r)
     if (r->flags & PP_RF_ARG_ARENA)
         pp_arena_free(s->arena, pp_seg_ptr(&s->seg, r->arg_off));
     if (r->res_where == PP_RES_BLOCK)
-        pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
+        pp__result_block_free(s, r);
     r->flags = 0;
     r->res_where = PP_RES_TINY;
     r->arg_off = 0;
     r->cb = NULL;
     pp_store_relaxed(&r->state, PP_ST_FREE);
     push(s, r);
+}
+
+/* Gives a result block back to the worker that allocated it (or to the
+ * page heap when that worker's return ring is full). */
+void pp__result_block_free(struct pp_server *s, struct pp_rec *r)
+{
+    unsigned cls = pp_pages_class(r->res_len);
+    if (!pp_ring_enqueue_mp(pp__ret_ring(s->sh, s->seg.base, r->res_slot),
+                            PP_RET_ENC(cls, r->res_off)))
+        pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
 }
 
 void pp__pool_fini(struct pp_server *s)

@@ -75,6 +75,11 @@ static int setup_segment(struct pp_server *s)
         pp_spsc_init(pp_seg_ptr(&s->seg, off + (uint64_t)i * sh->done_stride),
                      PP_DONE_RING_CAP);
     off += (uint64_t)PP_MAX_WORKERS * sh->done_stride;
+    sh->ret_off = off;
+    sh->ret_stride = page_up(pp_ring_bytes(PP_RET_RING_CAP));
+    for (uint32_t i = 0; i < PP_MAX_WORKERS; i++)
+        pp_ring_init(pp__ret_ring(sh, s->seg.base, i), PP_RET_RING_CAP);
+    off += (uint64_t)PP_MAX_WORKERS * sh->ret_stride;
     if (off >= s->seg.size / 2)
         return -EINVAL;
     uint64_t half = page_up(off + (s->seg.size - off) / 2);

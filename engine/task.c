@@ -353,7 +353,7 @@ void pp__fail_rec(struct pp_server *s, struct pp_rec *r, int code, const char *m
     r->err[n] = '\0';
     r->err_len = (uint32_t)n;
     if (r->res_where == PP_RES_BLOCK)
-        pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
+        pp__result_block_free(s, r);
     r->res_where = PP_RES_TINY;
     r->res_len = 0;
     if (r->flags & PP_RF_ENGINE) {

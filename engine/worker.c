@@ -32,6 +32,9 @@ struct pp_worker {
     struct pp_ring *ring;
     struct pp_spsc *done;
     uint64_t spin_ns;             /* adaptive budget (internal.h) */
+    struct pp_ring *ret;          /* result blocks the host gave back */
+    uint64_t stash[PP_PAGES_NCLASS][PP_BLOCK_STASH]; /* free blocks by class */
+    uint8_t nstash[PP_PAGES_NCLASS];
     pp_fn *fns[PP_MAX_FUNCTIONS]; /* resolved functions, by id */
 };
 
@@ -260,6 +263,7 @@ void pp__job_finish(struct pp_job *job, int *status)
     rec->res_len = (uint32_t)job->res_len;
     if (job->res_block) {
         rec->res_off = job->res_block;
+        rec->res_slot = (uint32_t)job->w->slot;
         rec->res_where = PP_RES_BLOCK;
     } else {
         rec->res_where = job->res == rec->inl_res ? PP_RES_INLINE : PP_RES_TINY;
@@ -279,11 +283,48 @@ PP_EXPORT const void *pp_job_arg(pp_job *job, size_t *len)
     return job->arg;
 }
 
+/* ---------------------------------------------------------------- */
+/* Result blocks: a small cache per size class, fed by the return ring */
+/* ---------------------------------------------------------------- */
+
+/* Keeps a free block of class cls for later, or gives it to the heap. */
+static void stash_put(struct pp_worker *w, unsigned cls, uint64_t off)
+{
+    if (w->nstash[cls] < PP_BLOCK_STASH)
+        w->stash[cls][w->nstash[cls]++] = off;
+    else
+        pp_pages_free(&w->sh->pages, &w->seg, off, pp_pages_class_size(cls));
+}
+
+/* A block for len bytes: from the stash, then from what the host gave
+ * back, then from the page heap.  Returns its offset, or 0. */
+static uint64_t block_get(struct pp_worker *w, size_t len)
+{
+    unsigned cls = pp_pages_class(len);
+    uint64_t v;
+
+    while (w->nstash[cls] == 0 && pp_ring_dequeue_mc(w->ret, &v, &w->wcb->ret_claim)) {
+        pp_ring_claim_done(&w->wcb->ret_claim);
+        stash_put(w, PP_RET_CLASS(v), PP_RET_OFF(v));
+    }
+    if (w->nstash[cls])
+        return w->stash[cls][--w->nstash[cls]];
+    return pp_pages_alloc(&w->sh->pages, &w->seg, len, NULL);
+}
+
+/* Before a planned exit: the stash goes back to the page heap. */
+static void stash_flush(struct pp_worker *w)
+{
+    for (unsigned c = 0; c < PP_PAGES_NCLASS; c++)
+        while (w->nstash[c])
+            pp_pages_free(&w->sh->pages, &w->seg, w->stash[c][--w->nstash[c]],
+                          pp_pages_class_size(c));
+}
+
 static void drop_block(struct pp_job *job)
 {
     if (job->res_block) {
-        pp_pages_free(&job->w->sh->pages, &job->w->seg, job->res_block,
-                      job->res_block_len);
+        stash_put(job->w, pp_pages_class(job->res_block_len), job->res_block);
         job->res_block = 0;
     }
 }
@@ -309,7 +350,7 @@ PP_EXPORT void *pp_job_result(pp_job *job, size_t len)
         drop_block(job);
         job->res = job->rec->inl_res;
     } else {
-        uint64_t off = pp_pages_alloc(&job->w->sh->pages, &job->w->seg, len, NULL);
+        uint64_t off = block_get(job->w, len);
         if (!off) {
             job->alloc_err = -ENOMEM;
             return NULL;
@@ -379,6 +420,7 @@ void pp__worker_main(struct pp_shared *sh, char *base, int slot)
     w->wcb = &sh->wcb[slot];
     w->ring = pp_seg_ptr(&w->seg, sh->ring_off);
     w->done = pp_seg_ptr(&w->seg, sh->done_off + (uint64_t)slot * sh->done_stride);
+    w->ret = pp__ret_ring(sh, base, (uint32_t)slot);
     if (w->wcb->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -390,9 +432,11 @@ void pp__worker_main(struct pp_shared *sh, char *base, int slot)
     for (;;) {
         uint64_t off = take(w);
         if (off == 0)
-            _exit(0);
+            break;
         run(w, off);
         if (w->wcb->restart)
-            _exit(0);
+            break;
     }
+    stash_flush(w);
+    _exit(0);
 }

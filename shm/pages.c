@@ -34,6 +34,17 @@ size_t pp_pages_block_size(size_t len)
     return (size_t)(class_pages(class_of(np ? np : 1)) * PP_PAGE);
 }
 
+unsigned pp_pages_class(size_t len)
+{
+    uint64_t np = (len + PP_PAGE - 1) / PP_PAGE;
+    return class_of(np ? np : 1);
+}
+
+size_t pp_pages_class_size(unsigned cls)
+{
+    return (size_t)(class_pages(cls) * PP_PAGE);
+}
+
 int pp_pages_init(struct pp_pages *pa, uint64_t start, uint64_t end)
 {
     pthread_mutexattr_t at;

@@ -46,6 +46,11 @@ void pp_pages_fini(struct pp_pages *pa);
 
 /* Bytes a block of len bytes really takes (its class size). */
 size_t pp_pages_block_size(size_t len);
+/* The size class of a block of len > 0 bytes: blocks of one class are
+ * interchangeable (a cache of freed blocks can hand one out again). */
+unsigned pp_pages_class(size_t len);
+/* The bytes of a block of class cls. */
+size_t pp_pages_class_size(unsigned cls);
 
 /*
  * Allocates a block of at least len bytes (len > 0).  Returns its offset,
