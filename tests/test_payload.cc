@@ -268,3 +268,34 @@ TEST_F(PayloadLimits, ManyMixedSizesInFlight)
         pp_task_release(t);
     }
 }
+
+/* Large result blocks go back to the worker slot that allocated them and
+ * are reused; in restart mode each job has a new worker in that slot, and
+ * blocks of several sizes cross worker generations.  Every result must
+ * still be exactly its argument. */
+TEST_F(PayloadLimits, ResultBlocksReusedAcrossWorkersAndRestarts)
+{
+    for (bool restart : {false, true}) {
+        pp_config cfg;
+        pp_config_init(&cfg);
+        cfg.ncpus = 2;
+        cfg.restart = restart;
+        ServerPtr srv = make_server(cfg);
+        ASSERT_NE(srv, nullptr);
+        const size_t sizes[] = {4097, 65536, 300000, 1 << 20};
+        for (int round = 0; round < (restart ? 12 : 200); round++) {
+            size_t len = sizes[round % 4];
+            std::vector<unsigned char> buf(len);
+            fill_pattern(buf.data(), len, (uint64_t)round);
+            pp_task *t = nullptr;
+            ASSERT_EQ(pp_submit(srv.get(), job_echo, buf.data(), len, nullptr, &t), 0);
+            ASSERT_EQ(pp_task_wait(t, 20000), 0);
+            const void *d;
+            size_t n;
+            EXPECT_EQ(pp_task_result(t, &d, &n), 0);
+            ASSERT_EQ(n, len) << "round " << round;
+            EXPECT_EQ(memcmp(d, buf.data(), len), 0) << "round " << round << " restart " << restart;
+            pp_task_release(t);
+        }
+    }
+}
