@@ -57,26 +57,16 @@ static int quota_v1(void)
     return 0;
 }
 
-/* Fills ret_cpus (up to max) with the CPU numbers we may run on, in order;
- * returns the effective count (>= 1). */
-int pp__effective_cpus(int *ret_cpus, int max)
+/* The CPUs of our affinity mask, capped by the cgroup quota (>= 1). */
+static int effective_cpus(void)
 {
     cpu_set_t set;
     int n = 0;
 
-    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set)) {
-                if (ret_cpus && n < max)
-                    ret_cpus[n] = c;
-                n++;
-            }
-    }
-    if (n == 0) {
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n == 0)
         n = 1;
-        if (ret_cpus && max > 0)
-            ret_cpus[0] = -1;
-    }
     int q = quota_v2();
     if (q == 0)
         q = quota_v1();
@@ -87,5 +77,5 @@ int pp__effective_cpus(int *ret_cpus, int max)
 
 PP_EXPORT int pp_detect_ncpus(void)
 {
-    return pp__effective_cpus(NULL, 0);
+    return effective_cpus();
 }

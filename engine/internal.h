@@ -334,9 +334,6 @@ static inline struct pp_rec *pp__rec_at(const struct pp_server *s, uint64_t off)
     return (struct pp_rec *)(s->seg.base + off);
 }
 
-/* cpus.c */
-PP_HIDDEN int pp__effective_cpus(int *ret_cpus, int max);
-
 /* fncache.c */
 PP_HIDDEN int pp__fn_id(struct pp_server *s, pp_fn *fn, uint32_t *ret_id);
 PP_HIDDEN pp_fn *pp__fn_resolve(struct pp_shared *sh, uint32_t id,
@@ -351,7 +348,6 @@ PP_HIDDEN void pp__group_engine_done(struct pp_server *s, uint32_t g);
 /* pool.c */
 PP_HIDDEN struct pp_rec *pp__rec_alloc(struct pp_server *s);
 PP_HIDDEN void pp__rec_free(struct pp_server *s, struct pp_rec *r);
-PP_HIDDEN void pp__pool_fini(struct pp_server *s);
 
 /* task.c */
 PP_HIDDEN int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,

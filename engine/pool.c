@@ -119,7 +119,3 @@ void pp__result_block_free(struct pp_server *s, struct pp_rec *r)
         pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
 }
 
-void pp__pool_fini(struct pp_server *s)
-{
-    (void)s; /* chunks go away with the segment */
-}

@@ -190,8 +190,3 @@ int pp_arena_owns(const struct pp_arena *a, const void *p)
     const char *c = p;
     return c >= a->base + a->start && c < a->base + pp_load_relaxed(&((struct pp_arena *)a)->bump);
 }
-
-uint64_t pp_arena_mapped(const struct pp_arena *a)
-{
-    return pp_load_relaxed(&((struct pp_arena *)a)->bump) - a->start;
-}

@@ -36,7 +36,5 @@ void *pp_arena_alloc(struct pp_arena *a, size_t len);
 void pp_arena_free(struct pp_arena *a, void *p);
 /* Whether p is a block start of this arena (for zero-copy detection). */
 int pp_arena_owns(const struct pp_arena *a, const void *p);
-/* Bytes jemalloc has taken from the range so far (high-water mark). */
-uint64_t pp_arena_mapped(const struct pp_arena *a);
 
 #endif /* PP_SHM_ARENA_H */

@@ -28,12 +28,6 @@ static uint64_t class_pages(unsigned c)
     return (uint64_t)(5u + j) << (b - 2u);
 }
 
-size_t pp_pages_block_size(size_t len)
-{
-    uint64_t np = (len + PP_PAGE - 1) / PP_PAGE;
-    return (size_t)(class_pages(class_of(np ? np : 1)) * PP_PAGE);
-}
-
 unsigned pp_pages_class(size_t len)
 {
     uint64_t np = (len + PP_PAGE - 1) / PP_PAGE;
@@ -67,11 +61,6 @@ int pp_pages_init(struct pp_pages *pa, uint64_t start, uint64_t end)
     pa->bytes_in_use = 0;
     pa->owner_died = 0;
     return 0;
-}
-
-void pp_pages_fini(struct pp_pages *pa)
-{
-    pthread_mutex_destroy(&pa->lock);
 }
 
 static void lock(struct pp_pages *pa)

@@ -42,10 +42,7 @@ struct pp_pages {
 
 /* Sets up the allocator over [start, end) of the segment (page aligned). */
 int pp_pages_init(struct pp_pages *pa, uint64_t start, uint64_t end);
-void pp_pages_fini(struct pp_pages *pa);
 
-/* Bytes a block of len bytes really takes (its class size). */
-size_t pp_pages_block_size(size_t len);
 /* The size class of a block of len > 0 bytes: blocks of one class are
  * interchangeable (a cache of freed blocks can hand one out again). */
 unsigned pp_pages_class(size_t len);
