@@ -448,6 +448,9 @@ void pp__engine_stop(struct pp_server *s)
     if (!s->engine_started)
         return;
     pp_store_release(&s->shutdown, 1);
+    /* A submitter blocked on a full queue (block_when_full) sees the
+     * shutdown and returns -ESHUTDOWN. */
+    pp_event_signal(&s->sh->space, INT_MAX);
     pp__engine_kick(s);
     pthread_join(s->engine, NULL);
     s->engine_started = false;
