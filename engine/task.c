@@ -105,9 +105,9 @@ static int admit(struct pp_server *s)
         if (pp_load_relaxed(&s->shutdown))
             return -ESHUTDOWN;
         uint32_t seq = pp_event_prepare(&s->sh->space);
-        if (queued(s) < max) {
+        if (queued(s) < max || pp_load_acquire(&s->shutdown)) {
             pp_event_cancel(&s->sh->space);
-            break;
+            continue; /* the loop tests both again */
         }
         pp_event_wait(&s->sh->space, seq, NULL);
         pp_event_cancel(&s->sh->space);
