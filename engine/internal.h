@@ -247,6 +247,7 @@ struct pp_fn_hash_ent {
 
 struct pp_server {
     struct pp_config cfg;
+    pid_t owner;                 /* the process that created it */
     struct pp_segment seg;
     struct pp_shared *sh;
     struct pp_ring *ring;

@@ -153,7 +153,9 @@ PP_EXPORT int pp_server_new(const struct pp_config *cfg, pp_server **ret);
  * Stops the server: queued jobs are cancelled (-ECANCELED), running jobs
  * are killed (-ECANCELED), pending callbacks run, every task is freed,
  * every worker process has exited and been reaped when this returns, and
- * the shared segment is unmapped.  NULL is a no-op.
+ * the shared segment is unmapped.  NULL is a no-op.  Called in a child
+ * the host forked, it only frees that child's copy: the parent's server
+ * goes on (no other call may be made on a server from such a child).
  */
 PP_EXPORT void pp_server_destroy(pp_server *srv);
 

@@ -114,7 +114,6 @@ static int init_host(struct pp_server *s)
     pthread_cond_init(&s->ctl_cond, NULL);
     atomic_init(&s->free_head, 0xffffffffull);
     atomic_init(&s->ngroups, 1);
-    s->zsock = -1;
     atomic_init(&s->spin_ns, (uint64_t)s->cfg.spin_us * 1000u);
     s->created_ns = pp_now_ns();
     s->tsc0 = pp__ticks();
@@ -160,6 +159,9 @@ PP_EXPORT int pp_server_new(const struct pp_config *cfg, pp_server **ret)
     s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
+    s->owner = getpid();
+    s->zsock = -1; /* so that a failed start closes nothing it did not open */
+    s->seg.fd = -1;
     if (cfg)
         s->cfg = *cfg;
     else
@@ -185,6 +187,18 @@ PP_EXPORT void pp_server_destroy(pp_server *s)
 {
     if (!s)
         return;
+    if (s->owner != getpid()) {
+        /* A forked child of the host: the engine thread, the zygote and
+         * the workers belong to the parent.  Only drop this process's
+         * mappings and memory; the parent's server is untouched. */
+        if (s->sh && s->sh->engine_efd > 0)
+            close(s->sh->engine_efd);
+        if (s->zsock >= 0)
+            close(s->zsock);
+        pp_segment_destroy(&s->seg);
+        free(s);
+        return;
+    }
     pp__engine_stop(s); /* workers, zygote gone; every task finished */
     pp_arena_destroy(s->arena);
     if (s->sh && s->sh->engine_efd > 0)

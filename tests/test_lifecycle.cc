@@ -289,3 +289,31 @@ TEST_F(Lifecycle, CreatorThreadExits)
     guard.reset();
     expect_nothing_left(procs, threads, fds, maps);
 }
+
+/* A child the host forks may free its copy of a server; the parent's
+ * server, its zygote and its workers are untouched. */
+TEST(LifecycleFork, DestroyInForkedChildLeavesParentServer)
+{
+    ServerPtr srv = make_server(2);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_EQ(wait_workers(2, 10000), 2);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+        pp_server_destroy(srv.get());
+        _exit(0);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+    EXPECT_EQ(wait_workers(2, 1000), 2) << "the child's destroy touched the parent's workers";
+    for (uint64_t x = 0; x < 50; x++) {
+        pp_task *t = nullptr;
+        ASSERT_EQ(pp_submit(srv.get(), job_square, &x, sizeof x, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 10000), 0);
+        const void *d;
+        EXPECT_EQ(pp_task_result(t, &d, nullptr), static_cast<int>(x % 1000));
+        EXPECT_EQ(*static_cast<const uint64_t *>(d), square_of(x));
+        pp_task_release(t);
+    }
+}
