@@ -3,6 +3,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cerrno>
@@ -431,4 +434,25 @@ TEST_F(Api, HostMallocIsItsOwn)
     ASSERT_NE(p, nullptr);
     EXPECT_FALSE(in_memfd_mapping(p)) << "host malloc returned memory of the pp segment";
     free(p);
+}
+
+/* A pp_server_new that fails on its arguments closes nothing it did not
+ * open (standard input stays open). */
+TEST(ApiFds, FailedServerNewClosesNoForeignDescriptor)
+{
+    int d = dup(0);
+    if (d >= 0) {
+        close(d);
+    } else { /* no stdin in this environment: make descriptor 0 */
+        ASSERT_EQ(open("/dev/null", O_RDONLY), 0);
+    }
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = -5;
+    pp_server *srv = nullptr;
+    EXPECT_EQ(pp_server_new(&cfg, &srv), -EINVAL);
+    cfg.ncpus = 1;
+    cfg.shm_size = 1; /* too small */
+    EXPECT_EQ(pp_server_new(&cfg, &srv), -EINVAL);
+    EXPECT_NE(fcntl(0, F_GETFD), -1) << "descriptor 0 was closed";
 }
