@@ -301,23 +301,30 @@ static int run_latency(const struct bench_opts *o)
     return r;
 }
 
+/* Payloads, like latency, move cache lines between cores, whose cost
+ * drifts on a virtual machine: the full run measures pp and the peers in
+ * three interleaved rounds too. */
 static int run_payload(const struct bench_opts *o)
 {
-    int r = pp_bench_payload(o);
     static const uint64_t quick_sizes[] = { 4096, 1 << 20 };
     static const uint64_t sizes[] = { 64, 4096, 65536, 1 << 20, 16 << 20, 64 << 20 };
     const uint64_t *sz = o->quick ? quick_sizes : sizes;
     size_t n = o->quick ? 2 : 6;
-    for (size_t e = 0; e < 2; e++)
-        for (size_t i = 0; i < n; i++) {
-            if (o->quick && e && sz[i] != (1 << 20))
-                continue;
-            uint64_t budget = o->quick ? (64ull << 20) : (1ull << 30);
-            uint64_t jobs = budget / sz[i];
-            uint64_t cap = o->quick ? 2000 : 20000;
-            jobs = jobs > cap ? cap : (jobs < 4 ? 4 : jobs);
-            peers_run(o, "payload", dispatch_workers(o), jobs, sz[i], e, 0);
-        }
+    int r = 0;
+
+    for (int round = 0; round < (o->quick ? 1 : 3) && r == 0; round++) {
+        r = pp_bench_payload(o);
+        for (size_t e = 0; e < 2; e++)
+            for (size_t i = 0; i < n; i++) {
+                if (o->quick && e && sz[i] != (1 << 20))
+                    continue;
+                uint64_t budget = o->quick ? (64ull << 20) : (1ull << 30);
+                uint64_t jobs = budget / sz[i];
+                uint64_t cap = o->quick ? 2000 : 20000;
+                jobs = jobs > cap ? cap : (jobs < 4 ? 4 : jobs);
+                peers_run(o, "payload", dispatch_workers(o), jobs, sz[i], e, 0);
+            }
+    }
     return r;
 }
 
