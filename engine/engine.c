@@ -31,11 +31,6 @@
 
 #define DONE_BATCH 64u
 
-static struct pp_spsc *done_ring(struct pp_server *s, int slot)
-{
-    return pp_seg_ptr(&s->seg, s->sh->done_off + (uint64_t)slot * s->sh->done_stride);
-}
-
 void pp__engine_kick(struct pp_server *s)
 {
     uint64_t one = 1;
@@ -51,25 +46,31 @@ bool pp__in_engine(struct pp_server *s)
 /* Finished jobs                                                      */
 /* ---------------------------------------------------------------- */
 
-static void handle_done(struct pp_server *s, uint64_t off)
+/* A token a consumer handed over.  One whose generation is gone (never
+ * produced by a correct consumer) is ignored rather than acted on. */
+void pp__handle_done(struct pp_server *s, uint64_t tok)
 {
-    struct pp_rec *r = pp__rec_at(s, off);
-    uint32_t st = pp_load_acquire(&r->state);
+    if (pp_tok_idx(tok) >= pp_load_relaxed(&s->sh->nrecs))
+        return;
+    struct pp_task *t = pp__task_of(s, pp_tok_idx(tok));
+    uint64_t st = pp_load_acquire(&t->rec->state); /* D2 */
 
-    if ((st & PP_ST_PHASE) == PP_ST_EXECUTED)
-        pp__finish_by_engine(s, r);
-    else if ((st & PP_ST_PHASE) == PP_ST_DONE && (st & PP_ST_ORPHAN))
-        pp__rec_free(s, r);
+    if (pp_st_gen(st) != pp_tok_gen(tok))
+        return;
+    if (pp_st_phase(st) == PP_ST_EXECUTED)
+        pp__finish_by_engine(s, t);
+    else if (pp_st_phase(st) == PP_ST_DONE && (st & PP_ST_ORPHAN))
+        pp__task_free(s, t);
 }
 
 static unsigned drain_slot(struct pp_server *s, int slot)
 {
-    uint64_t offs[DONE_BATCH];
+    uint64_t toks[DONE_BATCH];
     unsigned k, total = 0;
 
-    while ((k = pp_spsc_pop_burst(done_ring(s, slot), offs, DONE_BATCH)) > 0) {
+    while ((k = pp_spsc_pop_burst(pp__done_ring(s->sh, (uint32_t)slot), toks, DONE_BATCH)) > 0) {
         for (unsigned i = 0; i < k; i++)
-            handle_done(s, offs[i]);
+            pp__handle_done(s, toks[i]);
         total += k;
     }
     return total;
@@ -87,7 +88,7 @@ static bool any_done_pending(struct pp_server *s)
 {
     unsigned used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++) {
-        struct pp_spsc *d = done_ring(s, (int)i);
+        struct pp_spsc *d = pp__done_ring(s->sh, i);
         if (pp_load_acquire(&d->tail) != pp_load_relaxed(&d->head))
             return true;
     }
@@ -104,7 +105,7 @@ static void spawn_slot(struct pp_server *s, int i)
 
     pp_store_relaxed(&w->stop, 0);
     pp_store_relaxed(&w->pid, 0);
-    pp_store_relaxed(&w->started, 0);
+    pp__cons_reset(s, (uint32_t)i);
     w->restart = s->cfg.restart;
     /* Worker 0 gets the last allowed CPU, and so on downwards: the host's
      * main thread usually runs on the first, and with one worker fewer
@@ -113,10 +114,9 @@ static void spawn_slot(struct pp_server *s, int i)
     w->cpu = s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1;
     if ((unsigned)i + 1 > pp_load_relaxed(&s->sh->slots_used))
         pp_store_release(&s->sh->slots_used, (unsigned)i + 1);
-    if (pp__zygote_spawn(s, i, w->cpu) < 0)
+    if (pp__zygote_spawn(s, i) < 0)
         return; /* zygote gone: handled when its socket reports EOF */
     s->slots[i].state = PP_SLOT_SPAWNING;
-    atomic_fetch_add(&s->started_workers, 1);
 }
 
 /* Brings the pool to the target: spawn into empty slots below it, stop
@@ -163,57 +163,15 @@ static void describe_death(int wstatus, int slot, pid_t pid, char *buf, size_t n
     }
 }
 
-/* The claims of every worker that may still be running (for repair). */
-static unsigned live_claims(struct pp_server *s, int except,
-                            struct pp_ring_claim **out)
-{
-    unsigned n = 0, used = pp_load_relaxed(&s->sh->slots_used);
-    for (unsigned i = 0; i < used; i++)
-        if ((int)i != except && s->slots[i].state != PP_SLOT_EMPTY)
-            out[n++] = &s->sh->wcb[i].claim;
-    return n;
-}
-
-/* Settles the dead worker's claim.  Returns false to retry later. */
+/* Settles the dead worker's job and blocks.  Returns false to retry later. */
 static bool repair(struct pp_server *s, int i)
 {
-    struct pp_ring_claim *live[PP_MAX_WORKERS];
-    struct pp_wcb *w = &s->sh->wcb[i];
     struct pp_slot *sl = &s->slots[i];
-    unsigned n = live_claims(s, i, live);
-    uint64_t off;
+    char msg[PP_ERRMSG_MAX];
 
-    /* Anything the worker handed over before it died comes first, so a
-     * record it finished is not mistaken for one it was running. */
-    drain_slot(s, i);
-    int r = pp_ring_repair(s->ring, &w->claim, live, n, &off);
-    if (r == -EAGAIN)
+    describe_death(sl->wstatus, i, sl->pid, msg, sizeof(msg));
+    if (!pp__cons_repair(s, (uint32_t)i, msg))
         return false;
-    if (r == 1) {
-        struct pp_rec *rec = pp__rec_at(s, off);
-        uint32_t st = pp_load_acquire(&rec->state);
-        bool same = rec->seq == pp_load_relaxed(&w->held_seq);
-        bool started = pp_load_relaxed(&w->started) == off && same;
-        uint32_t ph = st & PP_ST_PHASE;
-        if (ph == PP_ST_QUEUED && started) {
-            char msg[PP_ERRMSG_MAX];
-            describe_death(sl->wstatus, i, sl->pid, msg, sizeof(msg));
-            pp__fail_rec(s, rec, -ECHILD, msg);
-        } else if (ph == PP_ST_QUEUED) {
-            pp__enqueue(s, rec); /* taken, never started: run it elsewhere */
-        } else if (same && ph == PP_ST_EXECUTED) {
-            pp__finish_by_engine(s, rec);  /* died before handing it over */
-        } else if (same && ph == PP_ST_DONE && (st & PP_ST_ORPHAN)) {
-            pp__rec_free(s, rec);
-        }
-    }
-    /* A result block it was taking back from its return ring (it is the
-     * ring's only consumer, so nobody else can hold that claim). */
-    if (pp_ring_repair(pp__ret_ring(s->sh, s->seg.base, (uint32_t)i), &w->ret_claim,
-                       NULL, 0, &off) == 1)
-        pp_pages_free(&s->sh->pages, &s->seg, PP_RET_OFF(off),
-                      pp_pages_class_size(PP_RET_CLASS(off)));
-    pp_store_relaxed(&w->started, 0);
     sl->repair_pending = false;
     sl->state = PP_SLOT_EMPTY;
     sl->pid = 0;
@@ -225,8 +183,8 @@ static void on_exit_msg(struct pp_server *s, const struct pp_zmsg *m)
     struct pp_slot *sl = &s->slots[m->slot];
     struct pp_wcb *w = &s->sh->wcb[m->slot];
     bool clean = WIFEXITED(m->status) && WEXITSTATUS(m->status) == 0 &&
-                 pp_load_relaxed(&w->claim.taken) == 0 &&
-                 pp_load_relaxed(&w->claim.pos) == 0;
+                 pp_load_relaxed(&w->cons.claim.taken) == 0 &&
+                 pp_load_relaxed(&w->cons.claim.pos) == 0;
     /* Asked to stop, or restart mode after a job: a clean exit is normal. */
     if (!(clean && (sl->state == PP_SLOT_STOPPING || s->cfg.restart)))
         atomic_fetch_add(&s->deaths, 1);
@@ -256,6 +214,7 @@ static void zygote_msgs(struct pp_server *s)
             sl->pid = m.pid;
             if (sl->state == PP_SLOT_SPAWNING)
                 sl->state = PP_SLOT_LIVE;
+            atomic_fetch_add(&s->started_workers, 1); /* really started */
             break;
         case PP_Z_SPAWN_FAILED:
             sl->state = PP_SLOT_EMPTY;
@@ -341,14 +300,14 @@ static void cancel_everything(struct pp_server *s)
     uint32_t nch = pp_load_acquire(&s->nchunks);
     for (uint32_t c = 0; c < nch; c++)
         for (uint32_t i = 0; i < PP_REC_CHUNK; i++) {
-            struct pp_rec *r = &s->chunks[c][i];
-            uint32_t st = pp_load_acquire(&r->state);
-            switch (st & PP_ST_PHASE) {
+            struct pp_task *t = &s->tchunks[c][i];
+            switch (pp_st_phase(pp_load_acquire(&t->rec->state))) {
             case PP_ST_QUEUED:
-                pp__fail_rec(s, r, -ECANCELED, "cancelled: the server was destroyed");
+            case PP_ST_RUNNING:
+                pp__fail_task(s, t, -ECANCELED, "cancelled: the server was destroyed");
                 break;
             case PP_ST_EXECUTED:
-                pp__finish_by_engine(s, r);
+                pp__finish_by_engine(s, t);
                 break;
             }
         }

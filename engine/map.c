@@ -8,15 +8,11 @@
  * slot.  The cost per item is then a function call and a little
  * bookkeeping; the per-job cost is paid once per chunk.
  */
-#include "internal.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct pp_worker;
-PP_HIDDEN int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn);
-PP_HIDDEN const struct pp_segment *pp__worker_seg(struct pp_worker *w);
 
 struct map_chunk {           /* the chunk job's inline argument */
     uint64_t in_off, out_off;
@@ -63,7 +59,7 @@ static int run_item(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn,
 
 int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn)
 {
-    const struct pp_segment *seg = pp__worker_seg(w);
+    const struct pp_segment *seg = &w->k.seg;
     struct map_chunk c;
     struct map_result res = { 0, 0, UINT64_MAX };
     char err[PP_ERRMSG_MAX];

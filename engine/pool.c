@@ -1,15 +1,18 @@
 /*
- * pool.c - job records, recycled through a lock-free free list.
+ * pool.c - job records and their host-side tasks, recycled through a
+ * lock-free free list.
  *
- * Records live in the shared segment (workers read and write them) and are
- * allocated in chunks of PP_REC_CHUNK from the page heap.  The free list is
- * a Treiber stack of record indices whose head carries a 32-bit tag bumped
- * on every pop, so a pop that read a stale `next_free` cannot succeed (no
+ * Records live in the shared segment (consumers read and write them) and
+ * are allocated in chunks of PP_REC_CHUNK from the page heap; each chunk
+ * has a parallel chunk of struct pp_task in host memory.  The free list is
+ * a Treiber stack of indices whose head carries a 32-bit tag bumped on
+ * every pop, so a pop that read a stale `next_free` cannot succeed (no
  * ABA).  Memory is never returned before pp_server_destroy: the pool keeps
  * the high-water mark of jobs in flight.
  */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define NIL 0xffffffffu
@@ -19,24 +22,19 @@ static inline uint64_t pack(uint32_t idx, uint32_t tag)
     return ((uint64_t)tag << 32) | idx;
 }
 
-static struct pp_rec *rec_of(struct pp_server *s, uint32_t idx)
-{
-    return &s->chunks[idx / PP_REC_CHUNK][idx % PP_REC_CHUNK];
-}
-
-static void push(struct pp_server *s, struct pp_rec *r)
+static void push(struct pp_server *s, struct pp_task *t)
 {
     uint64_t h = pp_load_relaxed(&s->free_head);
     do {
-        pp_store_relaxed(&r->next_free, (uint32_t)h);
-        /* Release: the record's reset fields are visible to the popper. */
+        pp_store_relaxed(&t->next_free, (uint32_t)h);
+        /* Release: the task's reset fields are visible to the popper. */
     } while (!atomic_compare_exchange_weak_explicit(
-        &s->free_head, &h, pack(r->idx, (uint32_t)(h >> 32)),
+        &s->free_head, &h, pack(t->idx, (uint32_t)(h >> 32)),
         memory_order_release, memory_order_relaxed));
 }
 
-/* Adds a chunk of records to the free list.  Returns false when out of
- * chunks or memory. */
+/* Adds a chunk of records and tasks to the free list.  Returns false when
+ * out of chunks or memory. */
 static bool grow(struct pp_server *s)
 {
     bool ok = false;
@@ -48,18 +46,27 @@ static bool grow(struct pp_server *s)
     }
     if (n >= PP_REC_MAX_CHUNKS)
         goto out;
+    struct pp_task *tc = calloc(PP_REC_CHUNK, sizeof(*tc));
     size_t bytes = sizeof(struct pp_rec) * PP_REC_CHUNK;
-    uint64_t off = pp_pages_alloc(&s->sh->pages, &s->seg, bytes, NULL);
-    if (!off)
+    uint64_t off = tc ? pp_pages_alloc(&s->sh->pages, &s->seg, bytes, NULL) : 0;
+    if (!off) {
+        free(tc);
         goto out;
+    }
     struct pp_rec *c = pp_seg_ptr(&s->seg, off);
     memset(c, 0, bytes);
     s->chunks[n] = c;
+    s->tchunks[n] = tc;
+    s->sh->rec_chunk_off[n] = off;
     pp_store_release(&s->nchunks, n + 1);
+    /* Release: a consumer that sees an index below nrecs also sees the
+     * chunk's offset (consumer.c). */
+    pp_store_release(&s->sh->nrecs, (n + 1) * PP_REC_CHUNK);
     for (uint32_t i = 0; i < PP_REC_CHUNK; i++) {
-        c[i].idx = n * PP_REC_CHUNK + i;
-        c[i].srv = s;
-        push(s, &c[i]);
+        tc[i].rec = &c[i];
+        tc[i].srv = s;
+        tc[i].idx = n * PP_REC_CHUNK + i;
+        push(s, &tc[i]);
     }
     ok = true;
 out:
@@ -67,7 +74,7 @@ out:
     return ok;
 }
 
-struct pp_rec *pp__rec_alloc(struct pp_server *s)
+struct pp_task *pp__task_alloc(struct pp_server *s)
 {
     for (;;) {
         /* Acquire: pairs with the release in push(). */
@@ -78,44 +85,37 @@ struct pp_rec *pp__rec_alloc(struct pp_server *s)
                 return NULL;
             continue;
         }
-        struct pp_rec *r = rec_of(s, idx);
-        uint32_t next = pp_load_relaxed(&r->next_free);
+        struct pp_task *t = pp__task_of(s, idx);
+        uint32_t next = pp_load_relaxed(&t->next_free);
         if (atomic_compare_exchange_weak_explicit(
                 &s->free_head, &h, pack(next, (uint32_t)(h >> 32) + 1),
                 memory_order_acquire, memory_order_relaxed)) {
             /* The next record to hand out was last written by a worker:
              * start taking its lines back now, so that the next submission
              * does not wait for them (prefetch for writing). */
-            if (next != NIL) {
-                struct pp_rec *n = rec_of(s, next);
-                __builtin_prefetch(n, 1, 3);
-            }
-            return r;
+            if (next != NIL)
+                __builtin_prefetch(pp__task_of(s, next)->rec, 1, 3);
+            return t;
         }
     }
 }
 
-void pp__rec_free(struct pp_server *s, struct pp_rec *r)
+void pp__task_free(struct pp_server *s, struct pp_task *t)
 {
-    if (r->flags & PP_RF_ARG_ARENA)
-        pp_arena_free(s->arena, pp_seg_ptr(&s->seg, r->arg_off));
-    if (r->res_where == PP_RES_BLOCK)
-        pp__result_block_free(s, r);
+    struct pp_rec *r = t->rec;
+
+    pp__arg_free(s, r);
+    pp__res_free(s, r);
     r->flags = 0;
-    r->res_where = PP_RES_TINY;
-    r->arg_off = 0;
-    r->cb = NULL;
-    pp_store_relaxed(&r->state, PP_ST_FREE);
-    push(s, r);
+    t->cb = NULL;
+    pp__rec_unqueue(r);
+    push(s, t);
 }
 
-/* Gives a result block back to the worker that allocated it (or to the
- * page heap when that worker's return ring is full). */
-void pp__result_block_free(struct pp_server *s, struct pp_rec *r)
+/* After pp_server_destroy stopped every consumer. */
+void pp__pool_fini(struct pp_server *s)
 {
-    unsigned cls = pp_pages_class(r->res_len);
-    if (!pp_ring_enqueue_mp(pp__ret_ring(s->sh, s->seg.base, r->res_slot),
-                            PP_RET_ENC(cls, r->res_off)))
-        pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
+    uint32_t n = pp_load_relaxed(&s->nchunks);
+    for (uint32_t i = 0; i < n; i++)
+        free(s->tchunks[i]);
 }
-

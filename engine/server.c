@@ -63,6 +63,7 @@ static int setup_segment(struct pp_server *s)
     if (r < 0)
         return r;
     struct pp_shared *sh = s->sh = (struct pp_shared *)s->seg.base;
+    sh->engine_efd = -1; /* until init_host opens it: destroy closes only that */
     sh->magic = PP_MAGIC;
     sh->seg_size = s->seg.size;
     sh->ring_off = off;
@@ -78,7 +79,7 @@ static int setup_segment(struct pp_server *s)
     sh->ret_off = off;
     sh->ret_stride = page_up(pp_ring_bytes(PP_RET_RING_CAP));
     for (uint32_t i = 0; i < PP_MAX_WORKERS; i++)
-        pp_ring_init(pp__ret_ring(sh, s->seg.base, i), PP_RET_RING_CAP);
+        pp_ring_init(pp__ret_ring(sh, i), PP_RET_RING_CAP);
     off += (uint64_t)PP_MAX_WORKERS * sh->ret_stride;
     if (off >= s->seg.size / 2)
         return -EINVAL;
@@ -191,18 +192,20 @@ PP_EXPORT void pp_server_destroy(pp_server *s)
         /* A forked child of the host: the engine thread, the zygote and
          * the workers belong to the parent.  Only drop this process's
          * mappings and memory; the parent's server is untouched. */
-        if (s->sh && s->sh->engine_efd > 0)
+        if (s->sh && s->sh->engine_efd >= 0)
             close(s->sh->engine_efd);
         if (s->zsock >= 0)
             close(s->zsock);
         pp_segment_destroy(&s->seg);
+        pp__pool_fini(s);
         free(s);
         return;
     }
     pp__engine_stop(s); /* workers, zygote gone; every task finished */
     pp_arena_destroy(s->arena);
-    if (s->sh && s->sh->engine_efd > 0)
+    if (s->sh && s->sh->engine_efd >= 0)
         close(s->sh->engine_efd);
+    pp__pool_fini(s);
     if (s->zsock >= 0)
         close(s->zsock);
     pp_segment_destroy(&s->seg);
@@ -252,8 +255,8 @@ PP_EXPORT int pp_get_stats(pp_server *s, struct pp_stats *st)
     unsigned used = pp_load_acquire(&s->sh->slots_used);
 
     for (unsigned i = 0; i < used; i++) {
-        st->njobs += pp_load_relaxed(&s->sh->wcb[i].njobs);
-        busy += pp_load_relaxed(&s->sh->wcb[i].busy_ticks);
+        st->njobs += pp_load_relaxed(&pp__cons_at(s->sh, i)->njobs);
+        busy += pp_load_relaxed(&pp__cons_at(s->sh, i)->busy_ticks);
     }
     uint32_t ng = pp_load_acquire(&s->ngroups);
     for (uint32_t g = 0; g < ng; g++)

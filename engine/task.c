@@ -1,20 +1,16 @@
 /*
  * task.c - submitting jobs and collecting their results (host side).
  *
- * The life of a record's state word (internal.h):
+ * A task (host.h) is the submitter's handle and the host's half of a job
+ * record; the record's state word (record.h, rec.c) says where the job
+ * is.  Callbacks, the server's ownership and early release are decided
+ * from the record's flags:
  *
- *   QUEUED --worker--> DONE                      (no callback, user handle)
- *   QUEUED --worker--> EXECUTED --engine--> DONE (callback and/or owned by
- *                                                 the server)
+ *   no callback, user handle    QUEUED -> RUNNING -> DONE           (consumer)
+ *   callback or server-owned    QUEUED -> RUNNING -> EXECUTED -> DONE (engine)
  *
- * plus two flag bits any time before DONE: WAITER (a thread sleeps on the
- * futex) and ORPHAN (the user released the handle early, so whoever moves
- * the task to DONE frees it; a worker hands such a record to the engine).
- *
- * Ordering labels:
- *   D1  the release of state to DONE/EXECUTED (worker or engine) publishes
- *       status, result and message; pairs with the acquire loads of state
- *       in pp_task_wait / pp_task_result (D2).
+ * ORPHAN (the user released the handle before DONE) makes whoever moves
+ * the task to DONE free it; a consumer hands such a record to the engine.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -32,18 +28,30 @@
 /* Enqueueing, and the overflow queue                                 */
 /* ---------------------------------------------------------------- */
 
+/*
+ * A job was queued: wake a sleeping worker unless one is spinning (it will
+ * take the job).  W1: the fence orders our enqueue before the read of
+ * spinning; pairs with S1 in worker.c take().
+ */
+static void wake_worker(struct pp_shared *sh, int n)
+{
+    pp_fence_seq_cst(); /* W1 */
+    if (!pp__anyone_spinning(sh))
+        pp_event_signal(&sh->work, n);
+}
+
 /* Moves jobs from the overflow queue into the ring while it has room. */
 void pp__overflow_drain(struct pp_server *s)
 {
-    uint64_t offs[OVF_BATCH];
+    uint64_t toks[OVF_BATCH];
     unsigned moved = 0;
 
     pthread_mutex_lock(&s->ovf_lock);
     while (s->ovf_head) {
         unsigned n = 0;
-        for (struct pp_rec *r = s->ovf_head; r && n < OVF_BATCH; r = r->next)
-            offs[n++] = pp_seg_off(&s->seg, r);
-        unsigned k = pp_ring_enqueue_burst_mp(s->ring, offs, n);
+        for (struct pp_task *t = s->ovf_head; t && n < OVF_BATCH; t = t->next)
+            toks[n++] = t->tok;
+        unsigned k = pp_ring_enqueue_burst_mp(s->ring, toks, n);
         for (unsigned i = 0; i < k; i++)
             s->ovf_head = s->ovf_head->next;
         moved += k;
@@ -57,27 +65,25 @@ void pp__overflow_drain(struct pp_server *s)
     pp_store_relaxed(&s->sh->overflow_waiting, s->ovf_head ? 1u : 0u);
     pthread_mutex_unlock(&s->ovf_lock);
     if (moved)
-        pp_event_signal(&s->sh->work, (int)moved);
+        wake_worker(s->sh, (int)moved);
 }
 
-void pp__enqueue(struct pp_server *s, struct pp_rec *r)
+void pp__enqueue(struct pp_server *s, struct pp_task *t)
 {
-    uint64_t off = pp_seg_off(&s->seg, r);
-
     /* Fast path: nobody waits in overflow (so FIFO order holds) and the
      * ring has room. */
     if (pp_likely(pp_load_relaxed(&s->ovf_len) == 0) &&
-        pp_likely(pp_ring_enqueue_mp(s->ring, off))) {
-        pp_event_signal(&s->sh->work, 1);
+        pp_likely(pp_ring_enqueue_mp(s->ring, t->tok))) {
+        wake_worker(s->sh, 1);
         return;
     }
     pthread_mutex_lock(&s->ovf_lock);
-    r->next = NULL;
+    t->next = NULL;
     if (s->ovf_tail)
-        s->ovf_tail->next = r;
+        s->ovf_tail->next = t;
     else
-        s->ovf_head = r;
-    s->ovf_tail = r;
+        s->ovf_head = t;
+    s->ovf_tail = t;
     pp_store_relaxed(&s->ovf_len, pp_load_relaxed(&s->ovf_len) + 1);
     pp_store_relaxed(&s->sh->overflow_waiting, 1);
     pthread_mutex_unlock(&s->ovf_lock);
@@ -93,56 +99,51 @@ static uint64_t queued(struct pp_server *s)
     return pp_ring_count(s->ring) + pp_load_relaxed(&s->ovf_len);
 }
 
+/*
+ * max_queued is a hard limit: a submitter reserves its place (admitted
+ * counts those between here and their enqueue) before it compares, so
+ * concurrent submitters cannot all pass the same test.  A job enqueued
+ * but not yet unreserved counts twice for a moment: conservative.
+ */
 static int admit(struct pp_server *s)
 {
     size_t max = s->cfg.max_queued;
 
-    if (max == 0 || queued(s) < max)
+    if (max == 0)
         return 0;
-    if (!s->cfg.block_when_full || pp__in_engine(s))
-        return -EAGAIN;
-    while (queued(s) >= max) {
+    for (;;) {
+        uint64_t mine = atomic_fetch_add(&s->admitted, 1) + 1;
+        if (queued(s) + mine <= max)
+            return 0;
+        /* No wake-up for the others: the earliest reserver passes and
+         * signals when it is done (admitted_done). */
+        atomic_fetch_sub(&s->admitted, 1);
+        if (!s->cfg.block_when_full || pp__in_engine(s))
+            return -EAGAIN;
         if (pp_load_relaxed(&s->shutdown))
             return -ESHUTDOWN;
         uint32_t seq = pp_event_prepare(&s->sh->space);
-        if (queued(s) < max || pp_load_acquire(&s->shutdown)) {
+        if (queued(s) + pp_load_relaxed(&s->admitted) < max ||
+            pp_load_acquire(&s->shutdown)) {
             pp_event_cancel(&s->sh->space);
             continue; /* the loop tests both again */
         }
         pp_event_wait(&s->sh->space, seq, NULL);
         pp_event_cancel(&s->sh->space);
     }
-    return 0;
+}
+
+static void admitted_done(struct pp_server *s)
+{
+    if (s->cfg.max_queued) {
+        atomic_fetch_sub(&s->admitted, 1);
+        pp_event_signal(&s->sh->space, 1);
+    }
 }
 
 /* ---------------------------------------------------------------- */
 /* Submission                                                         */
 /* ---------------------------------------------------------------- */
-
-static int put_arg(struct pp_server *s, struct pp_rec *r, const void *arg,
-                   size_t len)
-{
-    r->arg_len = (uint32_t)len;
-    if (len && pp_arena_owns(s->arena, arg) &&
-        pp_arena_owns(s->arena, (const char *)arg + len - 1)) {
-        r->arg_off = pp_seg_off(&s->seg, arg); /* zero copy, even small */
-        r->flags |= PP_RF_ARG_EXT;
-        return 0;
-    }
-    if (len <= PP_INLINE_MAX) {
-        r->arg_off = 0;
-        if (len)
-            memcpy(len <= PP_TINY ? r->tiny_arg : r->inl_arg, arg, len);
-        return 0;
-    }
-    void *p = pp_arena_alloc(s->arena, len);
-    if (!p)
-        return -ENOMEM;
-    memcpy(p, arg, len);
-    r->arg_off = pp_seg_off(&s->seg, p);
-    r->flags |= PP_RF_ARG_ARENA | PP_RF_ARG_EXT;
-    return 0;
-}
 
 int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
                   const void *arg, size_t len, uint32_t extra_flags,
@@ -156,10 +157,12 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
         return -E2BIG;
     if (pp_unlikely((err = admit(s)) < 0))
         return err;
-    struct pp_rec *r = pp__rec_alloc(s);
-    if (pp_unlikely(!r))
+    struct pp_task *t = pp__task_alloc(s);
+    if (pp_unlikely(!t)) {
+        admitted_done(s);
         return -ENOMEM;
-    r->seq++;
+    }
+    struct pp_rec *r = t->rec;
     r->fn_id = fn_id;
     /* The group's counter bank of the current wait epoch (group.c). */
     uint32_t ci = PP_CI(g, pp_load_acquire(&s->epoch[g]));
@@ -169,26 +172,24 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
         r->flags |= PP_RF_ENGINE;
     if (!ret)
         r->flags |= PP_RF_AUTO;
-    if (pp_unlikely((err = put_arg(s, r, arg, len)) < 0)) {
+    if (pp_unlikely((err = pp__arg_put(s, r, arg, len)) < 0)) {
         r->flags = 0;
-        pp__rec_free(s, r);
+        pp__task_free(s, t);
+        admitted_done(s);
         return err;
     }
     r->status = 0;
     r->err_len = 0;
     r->res_where = PP_RES_TINY;
     r->res_len = 0;
-    r->cb = cb;
-    r->cb_arg = cb_arg;
-    /* Published to the worker by the ring's release (R1).  The release
-     * here also orders this thread's writes before the engine's acquire
-     * of state after the job (the worker's part of that chain happens in
-     * another process, where ThreadSanitizer cannot follow it). */
-    pp_store_release(&r->state, PP_ST_QUEUED);
+    t->cb = cb;
+    t->cb_arg = cb_arg;
+    t->tok = pp__rec_queue(r, t->idx); /* Q1 (rec.c) */
     atomic_fetch_add_explicit(&s->submitted[ci], 1, memory_order_relaxed);
     if (ret)
-        *ret = (pp_task *)r;
-    pp__enqueue(s, r); /* r may be gone from here on when !ret */
+        *ret = t;
+    pp__enqueue(s, t); /* t may be gone from here on when !ret */
+    admitted_done(s);
     return 0;
 }
 
@@ -214,25 +215,20 @@ PP_EXPORT int pp_submit(pp_server *s, pp_fn *fn, const void *arg, size_t len,
 /* Waiting and reading                                                */
 /* ---------------------------------------------------------------- */
 
-static inline uint32_t phase(uint32_t st)
-{
-    return st & PP_ST_PHASE;
-}
-
 PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
 {
-    struct pp_rec *r = (struct pp_rec *)t;
     struct timespec ts, *dl;
 
-    if (!r || timeout_ms < -1)
+    if (!t || timeout_ms < -1)
         return -EINVAL;
-    /* D2: pairs with D1. */
-    uint32_t st = pp_load_acquire(&r->state);
-    if (phase(st) == PP_ST_DONE)
+    struct pp_rec *r = t->rec;
+    /* D2: pairs with D1 (rec.c). */
+    uint64_t st = pp_load_acquire(&r->state);
+    if (pp_st_phase(st) == PP_ST_DONE)
         return 0;
     if (timeout_ms == 0)
         return -ETIMEDOUT;
-    struct pp_server *s = r->srv;
+    struct pp_server *s = t->srv;
     if (pp__in_engine(s))
         return -EDEADLK;
     dl = pp_deadline(&ts, timeout_ms);
@@ -242,7 +238,7 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
     uint64_t spin_end = s->sh->busy_poll ? dl_ns : pp_now_ns() + budget;
     for (unsigned i = 0;; i++) {
         st = pp_load_acquire(&r->state);
-        if (phase(st) == PP_ST_DONE) {
+        if (pp_st_phase(st) == PP_ST_DONE) {
             pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, true, s->sh->spin_ns));
             return 0;
         }
@@ -259,32 +255,24 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
     }
     pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, false, s->sh->spin_ns));
     for (;;) {
-        st = pp_load_acquire(&r->state);
-        if (phase(st) == PP_ST_DONE)
+        st = pp__rec_flag(r, PP_ST_WAITER);
+        if (pp_st_phase(st) == PP_ST_DONE)
             return 0;
-        if (!(st & PP_ST_WAITER) &&
-            !atomic_compare_exchange_weak_explicit(&r->state, &st, st | PP_ST_WAITER,
-                                                   memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        if (pp_futex_wait(&r->state, st | PP_ST_WAITER, dl) == -ETIMEDOUT)
-            return phase(pp_load_acquire(&r->state)) == PP_ST_DONE ? 0 : -ETIMEDOUT;
+        if (pp_futex_wait(pp_rec_futex(r), (uint32_t)st, dl) == -ETIMEDOUT)
+            return pp_st_phase(pp_load_acquire(&r->state)) == PP_ST_DONE ? 0 : -ETIMEDOUT;
     }
 }
 
 PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len)
 {
-    struct pp_rec *r = (struct pp_rec *)t;
-
-    if (!r)
+    if (!t)
         return -EINVAL;
-    uint32_t st = pp_load_acquire(&r->state); /* D2 */
-    if (phase(st) < PP_ST_EXECUTED)
+    struct pp_rec *r = t->rec;
+    uint64_t st = pp_load_acquire(&r->state); /* D2 */
+    if (pp_st_phase(st) < PP_ST_EXECUTED)
         return -EINPROGRESS;
     if (data)
-        *data = r->res_where == PP_RES_TINY     ? (const void *)r->tiny_res
-                : r->res_where == PP_RES_INLINE ? (const void *)r->inl_res
-                                                : (const void *)pp_seg_ptr(&r->srv->seg, r->res_off);
+        *data = pp__res_data(t->srv, r);
     if (len)
         *len = r->res_len;
     return r->status;
@@ -292,31 +280,18 @@ PP_EXPORT int pp_task_result(pp_task *t, const void **data, size_t *len)
 
 PP_EXPORT const char *pp_task_error(pp_task *t)
 {
-    struct pp_rec *r = (struct pp_rec *)t;
-
-    if (!r || phase(pp_load_acquire(&r->state)) < PP_ST_EXECUTED)
+    if (!t || pp_st_phase(pp_load_acquire(&t->rec->state)) < PP_ST_EXECUTED)
         return NULL;
-    return r->status < 0 && r->err_len ? r->err : NULL;
+    return t->rec->status < 0 && t->rec->err_len ? t->rec->err : NULL;
 }
 
 PP_EXPORT void pp_task_release(pp_task *t)
 {
-    struct pp_rec *r = (struct pp_rec *)t;
-
-    if (!r)
+    if (!t)
         return;
-    uint32_t st = pp_load_acquire(&r->state);
-    for (;;) {
-        if (phase(st) == PP_ST_DONE) {
-            pp__rec_free(r->srv, r);
-            return;
-        }
-        /* Whoever moves it to DONE frees it (D1 side sees ORPHAN). */
-        if (atomic_compare_exchange_weak_explicit(&r->state, &st, st | PP_ST_ORPHAN,
-                                                  memory_order_acq_rel,
-                                                  memory_order_acquire))
-            return;
-    }
+    /* Whoever moves it to DONE frees it once it is ORPHAN. */
+    if (pp_st_phase(pp__rec_flag(t->rec, PP_ST_ORPHAN)) == PP_ST_DONE)
+        pp__task_free(t->srv, t);
 }
 
 /* ---------------------------------------------------------------- */
@@ -324,27 +299,26 @@ PP_EXPORT void pp_task_release(pp_task *t)
 /* ---------------------------------------------------------------- */
 
 /* A record in EXECUTED: run the callback, then DONE, then count it. */
-void pp__finish_by_engine(struct pp_server *s, struct pp_rec *r)
+void pp__finish_by_engine(struct pp_server *s, struct pp_task *t)
 {
+    struct pp_rec *r = t->rec;
     uint32_t g = r->group;
     uint32_t flags = r->flags;
 
-    if (r->cb)
-        r->cb((pp_task *)r, r->cb_arg);
-    /* D1 */
-    uint32_t old = atomic_exchange_explicit(&r->state, PP_ST_DONE,
-                                            memory_order_acq_rel);
-    if (old & PP_ST_WAITER)
-        pp_futex_wake(&r->state, INT_MAX);
+    if (t->cb)
+        t->cb(t, t->cb_arg);
+    uint64_t old = pp__rec_done(r); /* D1 */
     pp__group_engine_done(s, g);
     if ((flags & PP_RF_AUTO) || (old & PP_ST_ORPHAN))
-        pp__rec_free(s, r);
+        pp__task_free(s, t);
 }
 
-/* Fails a job that no worker will finish (its worker died, or the server
- * is going away). */
-void pp__fail_rec(struct pp_server *s, struct pp_rec *r, int code, const char *msg)
+/* Fails a job that no consumer will finish (its consumer died, or the
+ * server is going away). */
+void pp__fail_task(struct pp_server *s, struct pp_task *t, int code, const char *msg)
 {
+    struct pp_rec *r = t->rec;
+
     r->status = code;
     size_t n = strlen(msg);
     if (n >= PP_ERRMSG_MAX)
@@ -352,27 +326,17 @@ void pp__fail_rec(struct pp_server *s, struct pp_rec *r, int code, const char *m
     memcpy(r->err, msg, n);
     r->err[n] = '\0';
     r->err_len = (uint32_t)n;
-    if (r->res_where == PP_RES_BLOCK)
-        pp__result_block_free(s, r);
-    r->res_where = PP_RES_TINY;
-    r->res_len = 0;
+    pp__res_free(s, r);
     if (r->flags & PP_RF_ENGINE) {
-        uint32_t st = pp_load_relaxed(&r->state);
-        while (!atomic_compare_exchange_weak_explicit(
-            &r->state, &st, (st & ~(uint32_t)PP_ST_PHASE) | PP_ST_EXECUTED,
-            memory_order_acq_rel, memory_order_relaxed))
-            ;
-        pp__finish_by_engine(s, r);
+        pp__rec_executed(r);
+        pp__finish_by_engine(s, t);
         return;
     }
     uint32_t g = r->group;
-    uint32_t old = atomic_exchange_explicit(&r->state, PP_ST_DONE,
-                                            memory_order_acq_rel); /* D1 */
-    if (old & PP_ST_WAITER)
-        pp_futex_wake(&r->state, INT_MAX);
+    uint64_t old = pp__rec_done(r); /* D1 */
     pp__group_engine_done(s, g);
     if (old & PP_ST_ORPHAN)
-        pp__rec_free(s, r);
+        pp__task_free(s, t);
 }
 
 /* ---------------------------------------------------------------- */

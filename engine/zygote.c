@@ -17,13 +17,8 @@
  *     thread dies with it, the zygote gets SIGKILL, and so do the workers.
  *
  * After fork the zygote only makes system calls (no malloc, no stdio): it
- * is the child of a possibly multi-threaded process.
- *
- * Protocol over a SOCK_SEQPACKET pair, one struct pp_zmsg per message:
- *   engine -> zygote: SPAWN{slot, cpu}, SHUTDOWN
- *   zygote -> engine: SPAWNED{slot, pid}, SPAWN_FAILED{slot, errno},
- *                     EXITED{slot, pid, wait status}
- * EOF on the socket is a SHUTDOWN.
+ * is the child of a possibly multi-threaded process.  The protocol is in
+ * zygote.h.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -41,7 +36,7 @@
 
 static void zsend(int sock, int type, int slot, int pid, int status)
 {
-    struct pp_zmsg m = { type, slot, pid, status, 0 };
+    struct pp_zmsg m = { type, slot, pid, status };
     while (send(sock, &m, sizeof(m), MSG_NOSIGNAL) < 0 && errno == EINTR)
         ;
 }
@@ -192,9 +187,9 @@ int pp__zygote_start(struct pp_server *s)
     return 0;
 }
 
-int pp__zygote_spawn(struct pp_server *s, int slot, int cpu)
+int pp__zygote_spawn(struct pp_server *s, int slot)
 {
-    struct pp_zmsg m = { PP_Z_SPAWN, slot, 0, 0, cpu };
+    struct pp_zmsg m = { PP_Z_SPAWN, slot, 0, 0 };
     if (send(s->zsock, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
         return -errno;
     return 0;
@@ -202,7 +197,7 @@ int pp__zygote_spawn(struct pp_server *s, int slot, int cpu)
 
 void pp__zygote_shutdown(struct pp_server *s)
 {
-    struct pp_zmsg m = { PP_Z_SHUTDOWN, 0, 0, 0, 0 };
+    struct pp_zmsg m = { PP_Z_SHUTDOWN, 0, 0, 0 };
     if (s->zygote <= 0)
         return;
     (void)!send(s->zsock, &m, sizeof(m), MSG_NOSIGNAL);

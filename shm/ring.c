@@ -135,8 +135,13 @@ bool pp_ring_dequeue_mc(struct pp_ring *r, uint64_t *ret_val,
         /* A2: pairs with R1; val is visible once seq says full. */
         uint64_t seq = pp_load_acquire(&s->seq);
         int64_t d = diff(seq, pos + 1);
-        if (d < 0)
-            return false; /* not filled yet: empty */
+        if (d < 0) {
+            /* Not filled yet: empty.  A claim left from a CAS we lost
+             * would make a repairer wait for us forever (-EAGAIN). */
+            if (claim)
+                pp_store_relaxed(&claim->pos, 0);
+            return false;
+        }
         if (d > 0) {
             pos = pp_load_relaxed(&r->deq); /* another consumer took it */
             continue;

@@ -18,12 +18,16 @@
  * Neither ring holds a pointer: values are offsets or indices chosen by the
  * caller, so a ring works in every process that maps the segment.
  *
- * Crash repair.  A consumer process can be killed at any instruction.  To
- * make that recoverable, pp_ring_dequeue_mc announces in a pp_ring_claim
- * (which the caller keeps in shared memory, one per consumer) which
- * position it is about to take and what it took; after the consumer died,
- * pp_ring_repair reads that record and releases a slot the dead consumer
- * had claimed but not released (see ring.c).
+ * Crash repair.  A consumer process can be killed at any instruction.
+ * pp_ring_dequeue_mc announces in a pp_ring_claim (which the caller keeps
+ * in shared memory, one per consumer) which position it is about to take
+ * and what it took; after the consumer died, pp_ring_repair reads that
+ * record, releases a slot the dead consumer had claimed but not released,
+ * and reports the value it took.  That is all it knows: the claim keeps
+ * the value until the consumer calls pp_ring_claim_done, so a value
+ * reported by repair may already have been handed on.  The caller must
+ * tell that case apart itself (the engine puts a generation in each value
+ * and compares it with the record's own; engine/consumer.c).
  */
 #ifndef PP_SHM_RING_H
 #define PP_SHM_RING_H
@@ -77,13 +81,15 @@ bool pp_ring_dequeue_mc(struct pp_ring *r, uint64_t *ret_val,
 uint64_t pp_ring_count(const struct pp_ring *r);
 
 /* Repair after the consumer owning claim died.  Returns 1 and sets
- * *ret_val when the dead consumer had taken a value that it never got to
- * record elsewhere (the caller must requeue or fail it), 0 when nothing is
+ * *ret_val when the dead consumer had taken a value and not called
+ * pp_ring_claim_done for it (it may or may not have handed it on: see
+ * above), 0 when nothing is
  * left to do, -EAGAIN when a live consumer may still own the claimed slot
  * (call again later), and clears claim when done.  blocking-free: it only
  * reads the ring and may release one slot.  Call it from one thread only,
  * and only once the owner of claim is known to be dead.  live[] lists the
- * claims of every live consumer (nlive of them). */
+ * claims of every consumer that may still run (nlive of them): not those
+ * known dead, whose claims cannot move on. */
 int pp_ring_repair(struct pp_ring *r, struct pp_ring_claim *claim,
                    struct pp_ring_claim *const *live, unsigned nlive,
                    uint64_t *ret_val);

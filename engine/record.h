@@ -1,0 +1,144 @@
+/*
+ * record.h - the job record in shared memory and its state word.
+ *
+ * A record is the job slot: the submitter writes the function id and the
+ * argument into it, the submit ring carries a token naming it (index and
+ * generation) to a consumer, the consumer writes the result into it and
+ * moves its state on.  Workers and remote-node connections are consumers
+ * alike (consumer.h).  Only data that a worker may read or write lives
+ * here: the host's pointers (server, callback, queue links) are in its
+ * private struct pp_task (host.h), so a stray write from a job cannot
+ * redirect the host.
+ *
+ * The state word (64 bits, changed only by the functions of rec.c):
+ *
+ *   bits  0..3   phase: FREE, QUEUED, RUNNING, EXECUTED, DONE
+ *   bit   8      WAITER: a host thread sleeps on the futex (low half)
+ *   bit   9      ORPHAN: the user released the task before DONE
+ *   bits 16..31  owner: consumer slot + 1 that runs or ran it (0 = none)
+ *   bits 32..63  generation: raised each time the record is reused
+ *
+ *   FREE -submit-> QUEUED -consumer owns-> RUNNING -publish-> DONE
+ *                                                 -publish-> EXECUTED -engine-> DONE
+ *
+ * A consumer owns a record only by the CAS QUEUED(gen) -> RUNNING(gen, me)
+ * with the generation its token names, and publishes only a record that
+ * is RUNNING(gen, me): a stale ring entry or a late write for a reused
+ * record is refused, never applied.  The futex lives on the low 32 bits,
+ * which hold the phase and WAITER (little-endian: the low half is at the
+ * word's address; only the kernel reads it as 32 bits).
+ */
+#ifndef PP_ENGINE_RECORD_H
+#define PP_ENGINE_RECORD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pp.h"
+#include "../shm/atomic.h"
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the record futex is the low half of the state word: little-endian only"
+#endif
+
+enum {
+    PP_ST_FREE = 0,
+    PP_ST_QUEUED = 1,   /* submitted, waiting for a consumer */
+    PP_ST_RUNNING = 2,  /* owned by a consumer */
+    PP_ST_EXECUTED = 3, /* ran; the engine still has to finish it */
+    PP_ST_DONE = 4,     /* result final; waiters may read it */
+};
+#define PP_ST_PHASE 0xfull
+#define PP_ST_WAITER (1ull << 8)
+#define PP_ST_ORPHAN (1ull << 9)
+#define PP_ST_OWNER_SHIFT 16
+#define PP_ST_OWNER (0xffffull << PP_ST_OWNER_SHIFT)
+
+static inline uint32_t pp_st_phase(uint64_t st) { return (uint32_t)(st & PP_ST_PHASE); }
+static inline uint32_t pp_st_gen(uint64_t st) { return (uint32_t)(st >> 32); }
+/* The owning consumer slot + 1, 0 = none. */
+static inline uint32_t pp_st_owner(uint64_t st)
+{
+    return (uint32_t)((st & PP_ST_OWNER) >> PP_ST_OWNER_SHIFT);
+}
+
+/* A ring token: the record's index and the generation it was queued in. */
+static inline uint64_t pp_tok(uint32_t gen, uint32_t idx) { return ((uint64_t)gen << 32) | idx; }
+static inline uint32_t pp_tok_idx(uint64_t tok) { return (uint32_t)tok; }
+static inline uint32_t pp_tok_gen(uint64_t tok) { return (uint32_t)(tok >> 32); }
+
+/* Arguments and results of at most PP_TINY bytes travel in line 0. */
+#define PP_TINY 8u
+enum { PP_RES_TINY, PP_RES_INLINE, PP_RES_BLOCK }; /* rec->res_where */
+#define PP_RES_OWNER_HEAP 0xffffffffu /* res_slot: free the block to the heap */
+
+/* rec->flags (written by the submitter before QUEUED) */
+enum {
+    PP_RF_ENGINE = 1u << 0,    /* finished by the engine: callback and/or
+                                  server-owned (auto release) */
+    PP_RF_AUTO = 1u << 1,      /* server-owned: free after the callback */
+    PP_RF_ARG_ARENA = 1u << 2, /* argument block from the arena: free it */
+    PP_RF_MAP = 1u << 3,       /* a pp_map chunk */
+    PP_RF_ARG_EXT = 1u << 4,   /* argument at arg_off (arena copy, or the
+                                  caller's pp_shm_alloc block in place) */
+};
+
+struct pp_rec {
+    /* Line 0: everything a tiny job needs (an argument and a result of at
+     * most PP_TINY bytes live here too), so such a job moves this one line
+     * to the consumer and back, besides the ring slot. */
+    _Atomic uint64_t state;
+    uint32_t flags;
+    uint32_t fn_id;
+    uint32_t group;      /* counter index: PP_CI(group, bank) */
+    uint32_t arg_len;    /* <= PP_MAX_PAYLOAD */
+    uint32_t res_len;
+    int32_t status;
+    uint32_t err_len;    /* 0 = no message */
+    uint32_t res_where;  /* PP_RES_TINY / PP_RES_INLINE / PP_RES_BLOCK */
+    unsigned char tiny_arg[PP_TINY];
+    unsigned char tiny_res[PP_TINY];
+    /* Line 1: where larger payloads are. */
+    pp_cacheline_aligned uint64_t arg_off; /* with PP_RF_ARG_EXT */
+    uint64_t res_off;    /* the page-heap block of a PP_RES_BLOCK result */
+    uint32_t res_slot;   /* its consumer's return ring, or PP_RES_OWNER_HEAP */
+    /* Then the inline result and argument, and the error message. */
+    pp_cacheline_aligned unsigned char inl_res[PP_INLINE_MAX];
+    pp_cacheline_aligned unsigned char inl_arg[PP_INLINE_MAX];
+    char err[PP_ERRMSG_MAX];
+};
+
+static inline _Atomic uint32_t *pp_rec_futex(struct pp_rec *r)
+{
+    return (_Atomic uint32_t *)(void *)&r->state;
+}
+
+/* ---- rec.c: every state transition, written once ---- */
+
+#ifndef PP_HIDDEN
+#define PP_HIDDEN __attribute__((visibility("hidden")))
+#endif
+
+/* Submitter: a fresh record (FREE) becomes QUEUED in the next generation;
+ * returns the ring token.  Release: publishes the submitter's writes. */
+PP_HIDDEN uint64_t pp__rec_queue(struct pp_rec *r, uint32_t idx);
+/* Back to FREE (generation kept; the next pp__rec_queue raises it). */
+PP_HIDDEN void pp__rec_unqueue(struct pp_rec *r);
+/* Consumer: QUEUED(gen of tok) -> RUNNING(owner).  False for a token whose
+ * generation is gone or a record someone else owns: drop the token. */
+PP_HIDDEN bool pp__rec_own(struct pp_rec *r, uint64_t tok, uint32_t owner);
+/* Consumer: RUNNING(gen, owner) -> phase (EXECUTED or DONE), flags kept.
+ * Returns the old state, or 0 when the record is not RUNNING(gen, owner)
+ * (then nothing changed).  Release: publishes status and result (D1). */
+PP_HIDDEN uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner,
+                                   uint32_t phase);
+/* Engine: any phase before DONE -> DONE (owner cleared).  Returns the old
+ * state; wakes a WAITER.  D1. */
+PP_HIDDEN uint64_t pp__rec_done(struct pp_rec *r);
+/* Engine: QUEUED or RUNNING -> EXECUTED (a failure it reports itself). */
+PP_HIDDEN void pp__rec_executed(struct pp_rec *r);
+/* Host: sets WAITER or ORPHAN unless the record is DONE.  Returns the
+ * state it set the flag in, or the DONE state it found (check the phase). */
+PP_HIDDEN uint64_t pp__rec_flag(struct pp_rec *r, uint64_t flag);
+
+#endif /* PP_ENGINE_RECORD_H */

@@ -1,0 +1,44 @@
+/*
+ * worker.h - a local worker process and the job it runs (worker.c,
+ * map.c, payload.c).
+ */
+#ifndef PP_ENGINE_WORKER_H
+#define PP_ENGINE_WORKER_H
+
+#include "internal.h"
+
+struct pp_worker {
+    struct pp_cons k;             /* its consumer slot and rings */
+    struct pp_wcb *wcb;
+    uint64_t spin_ns;             /* adaptive budget (shared.h) */
+    pp_fn *fns[PP_MAX_FUNCTIONS]; /* resolved functions, by id */
+};
+
+/* What a job function's pp_job * is. */
+struct pp_job {
+    struct pp_worker *w;
+    struct pp_rec *rec;
+    const void *arg;
+    size_t arg_len;
+    void *res;               /* where the result is */
+    size_t res_len;
+    uint64_t res_block;      /* page-heap block holding it, 0 = none */
+    size_t res_block_len;
+    unsigned char *map_slot; /* map item: its output slot, else NULL */
+    size_t map_cap;
+    int fail_code;           /* 0 = not failed via pp_job_fail */
+    int alloc_err;           /* a result request that failed */
+    char *err;               /* where pp_job_fail writes */
+    uint32_t *err_len;
+};
+
+/* payload.c, consumer side: room for a result of len bytes (tiny, inline
+ * or a page-heap block), and writing where it is into the record. */
+PP_HIDDEN void *pp__res_space(struct pp_job *job, size_t len);
+PP_HIDDEN void pp__res_settle(struct pp_job *job);
+
+/* worker.c */
+PP_HIDDEN pp_fn *pp__worker_fn(struct pp_worker *w, uint32_t id, char *err,
+                               size_t errlen);
+
+#endif /* PP_ENGINE_WORKER_H */
