@@ -147,10 +147,12 @@ void check_ledger(Ledger &l, uint64_t n, bool allow_failures, bool allow_rerun)
     EXPECT_EQ(ran_twice, 0) << "callbacks that ran more than once";
     EXPECT_EQ(bad, 0) << "successful jobs whose result was not their own";
     EXPECT_EQ(l.wrong_failure.load(), 0) << "failures other than -ECHILD";
-    if (!allow_failures)
+    if (!allow_failures) {
         EXPECT_EQ(failed, 0) << "jobs failed where every death should be repaired";
-    if (!allow_rerun)
+    }
+    if (!allow_rerun) {
         EXPECT_EQ(reruns, 0) << "successful jobs whose function ran other than once";
+    }
 }
 
 /* Every process this test started is gone after destroy. */
@@ -230,6 +232,54 @@ INSTANTIATE_TEST_SUITE_P(Points, KillPoint, ::testing::ValuesIn(kPoints),
                          [](const ::testing::TestParamInfo<Point> &i) {
                              return std::string(i.param.name);
                          });
+
+/*
+ * Tasks with handles and no callback: the worker itself moves them to DONE
+ * and raises its group count.  Killed between the two (executed:5), the
+ * post-mortem raises the count, so pp_wait returns, and every task has
+ * its own result.
+ */
+TEST(KillPointHandles, DoneBeforeCountRaised)
+{
+    scratch_reset();
+    ASSERT_EQ(setenv("PP_FAULT", "executed:5", 1), 0);
+    ServerPtr srv = make_server(2);
+    unsetenv("PP_FAULT");
+    ASSERT_NE(srv, nullptr);
+    constexpr uint64_t kN = 3000;
+    std::vector<pp_task *> tasks(kN, nullptr);
+    std::vector<std::thread> th;
+    for (uint64_t t = 0; t < 3; t++)
+        th.emplace_back([&, t] {
+            for (uint64_t i = t; i < kN; i += 3) {
+                ChaosArg a{ i, i % 7 == 0 ? kBigResult : 0u };
+                EXPECT_EQ(pp_submit(srv.get(), job_chaos, &a, sizeof a, nullptr, &tasks[i]), 0);
+            }
+        });
+    for (auto &t : th)
+        t.join();
+    ASSERT_EQ(pp_wait(srv.get(), nullptr, 60000), 0) << "pp_wait never saw every job done";
+    long bad = 0, reruns = 0;
+    for (uint64_t i = 0; i < kN; i++) {
+        ASSERT_EQ(pp_task_wait(tasks[i], 0), 0) << "pp_wait returned before job " << i;
+        const void *d = nullptr;
+        size_t len = 0;
+        if (pp_task_result(tasks[i], &d, &len) != 0)
+            bad++;
+        else if (i % 7 == 0 ? (len != kBig || !check_pattern(d, len, i))
+                            : (len != 8 || *static_cast<const uint64_t *>(d) != 3 * i))
+            bad++;
+        reruns += scratch()->seen[i].load() != 1;
+        pp_task_release(tasks[i]);
+    }
+    EXPECT_EQ(bad, 0) << "tasks without their own result";
+    EXPECT_EQ(reruns, 0) << "jobs that ran other than once";
+    pp_stats st{};
+    ASSERT_EQ(pp_get_stats(srv.get(), &st), 0);
+    EXPECT_GT(st.worker_deaths, 10u) << "the fault point never fired";
+    srv.reset();
+    expect_no_descendants();
+}
 
 /* -------------------------------------------------------------------- */
 /* SIGKILL at random instants                                            */
