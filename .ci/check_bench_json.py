@@ -1,24 +1,51 @@
 #!/usr/bin/env python3
 """Checks `ppbench all --quick --json` output: every line a JSON object
-with every required field, and every workload measured for pp.  Never
-checks that a figure is below a bound (machines are noisy)."""
+with every required field and no infinite or NaN number, every workload
+measured for pp, the default-configuration overhead row present with its
+per-server figures, and every latency line carrying its percentile curve.
+Never checks that a figure is below a bound (machines are noisy)."""
 import json
 import sys
 
-REQUIRED = ["workload", "system", "workers", "jobs", "payload_bytes",
+REQUIRED = ["workload", "system", "workers", "jobs", "payload_bytes", "work_us",
             "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns", "gbps",
-            "first_call_ns", "repeat_call_ns", "efficiency", "machine", "version"]
+            "first_call_ns", "repeat_call_ns", "efficiency", "percentiles",
+            "servers", "server_ns", "worst_ns", "median_ns", "best_ns",
+            "machine", "version"]
 WORKLOADS = ["overhead", "map", "latency", "payload", "cache", "scaling",
              "imbalance", "c2c"]
 
 
+def no_constant(name):
+    # json.loads accepts Infinity, -Infinity and NaN by default: a line
+    # that holds one reports a measurement that failed.
+    raise ValueError(f"{name} is not a measurement")
+
+
+def check_default(obj):
+    """The overhead row of pp_server_new(NULL): worst of several servers."""
+    n = obj["servers"]
+    per = obj["server_ns"]
+    if not isinstance(n, int) or n < 2 or not isinstance(per, list) or len(per) != n:
+        return f"servers {n!r} / server_ns {per!r}: want 2 or more servers, one figure each"
+    for k in ("worst_ns", "median_ns", "best_ns", "ns_per_job"):
+        if not isinstance(obj[k], (int, float)):
+            return f"{k} is {obj[k]!r}"
+    if not obj["best_ns"] <= obj["median_ns"] <= obj["worst_ns"]:
+        return "want best_ns <= median_ns <= worst_ns"
+    if obj["worst_ns"] != max(per) or obj["best_ns"] != min(per):
+        return "worst_ns/best_ns are not the max/min of server_ns"
+    return None
+
+
 def main(path):
     seen = set()
+    default_row = False
     with open(path) as f:
         lines = [l for l in f if l.strip()]
     for n, line in enumerate(lines, 1):
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, parse_constant=no_constant)
         except ValueError as e:
             print(f"line {n}: not JSON: {e}")
             return 1
@@ -26,11 +53,26 @@ def main(path):
         if missing:
             print(f"line {n}: missing {missing}")
             return 1
+        if obj["workload"] == "latency":
+            pct = obj["percentiles"]
+            if not isinstance(pct, list) or not pct or any(
+                    not isinstance(p, list) or len(p) != 2 for p in pct):
+                print(f"line {n}: latency line without its percentiles: {pct!r}")
+                return 1
         if obj["system"] == "pp":
             seen.add(obj["workload"])
+            if obj["workload"] == "overhead" and obj.get("variant") == "default":
+                why = check_default(obj)
+                if why:
+                    print(f"line {n}: overhead default: {why}")
+                    return 1
+                default_row = True
     absent = [w for w in WORKLOADS if w not in seen]
     if absent:
         print(f"no pp measurement for {absent}")
+        return 1
+    if not default_row:
+        print("no pp overhead row for the default configuration (variant 'default')")
         return 1
     print(f"ppbench JSON: {len(lines)} lines, all {len(WORKLOADS)} workloads measured for pp")
     return 0

@@ -10,8 +10,18 @@
 #include <stdint.h>
 
 #include "pp.h"
+#include "peers/peer_common.h" /* PEER_NPCT, peer_pct_levels */
 
-/* One line of output.  NaN = not meaningful (printed as null). */
+/* Fresh servers a row may be measured across (overhead "default"). */
+#define BENCH_MAX_SERVERS 16
+
+/*
+ * One line of output.  NaN = not meaningful (printed as null).  A
+ * measurement that failed is never a line: the workload says why on
+ * standard error and returns -errno (ppbench then exits 1), and
+ * bench_emit drops, with an error, any line whose figures are infinite
+ * or negative.
+ */
 struct bench_result {
     char workload[24];
     char system[24];
@@ -19,11 +29,19 @@ struct bench_result {
     int workers;
     uint64_t jobs;
     uint64_t payload_bytes;
+    double work_us;  /* scaling: the spin time of one job */
     double ns_per_job, jobs_per_s;
     double p50_ns, p99_ns, p999_ns;
+    double pct_ns[PEER_NPCT]; /* latency: at peer_pct_levels */
     double gbps;
     double first_call_ns, repeat_call_ns;
     double efficiency;
+    /* A row measured on several fresh servers (overhead "default"):
+     * ns_per_job is the worst server's; each server's figure, and the
+     * worst, median and best of them. */
+    int servers;
+    double server_ns[BENCH_MAX_SERVERS];
+    double worst_ns, median_ns, best_ns;
     char version[96];
 };
 
@@ -47,8 +65,10 @@ const char *bench_machine(void);
 int bench_ncpus(void);
 double bench_now_ns(void);
 
-/* Percentiles of n samples (sorts them). */
+/* Percentiles of n samples (sorts them), nearest rank as the peers'. */
 void bench_percentiles(double *v, size_t n, double *p50, double *p99, double *p999);
+/* The nearest-rank p-quantile (0 <= p <= 1) of n sorted samples. */
+double bench_pct_sorted(const double *v, size_t n, double p);
 
 /* The jobs (jobs.c), pp_fn wrappers around the bodies every peer runs
  * (bench/peers/peer_common.c), so all systems do the same work. */
@@ -64,6 +84,8 @@ extern pp_fn *const bench_fns[BENCH_NFNS];
 /* pp's side of each workload (workloads.c): they emit their results and
  * return 0, or -errno. */
 int pp_bench_overhead(const struct bench_opts *o);
+int pp_bench_overhead_default(const struct bench_opts *o);
+uint64_t overhead_default_jobs(const struct bench_opts *o);
 int pp_bench_map(const struct bench_opts *o);
 int pp_bench_latency(const struct bench_opts *o);
 int pp_bench_payload(const struct bench_opts *o);

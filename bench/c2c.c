@@ -41,16 +41,19 @@ static void __attribute__((noreturn)) echo_loop(struct pp_spsc *in, struct pp_sp
     }
 }
 
-/* Median round trip between cpus a and b, in ns (negative errno on error). */
+/* Median round trip between cpus a and b, in ns (negative errno on error,
+ * including when either side could not be pinned: the figure would not be
+ * that pair's). */
 static double c2c_pair(int a, int b, unsigned rounds)
 {
-    size_t rb = pp_spsc_bytes(RING_CAP);
-    size_t bytes = 2 * ((rb + 4095) & ~(size_t)4095);
+    size_t rb = (pp_spsc_bytes(RING_CAP) + 4095) & ~(size_t)4095;
+    size_t bytes = 2 * rb + 4096; /* two rings, then the echoer's pin status */
     char *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -errno;
     struct pp_spsc *ab = (struct pp_spsc *)m;
-    struct pp_spsc *ba = (struct pp_spsc *)(m + bytes / 2);
+    struct pp_spsc *ba = (struct pp_spsc *)(m + rb);
+    volatile int *child_pin = (volatile int *)(m + 2 * rb);
     pp_spsc_init(ab, RING_CAP);
     pp_spsc_init(ba, RING_CAP);
     pid_t pid = fork();
@@ -59,12 +62,12 @@ static double c2c_pair(int a, int b, unsigned rounds)
         return -errno;
     }
     if (pid == 0) {
-        pin(b);
+        *child_pin = pin(b); /* read after the first echo has come back */
         echo_loop(ab, ba);
     }
     cpu_set_t old;
     sched_getaffinity(0, sizeof(old), &old);
-    pin(a);
+    int pin_err = pin(a);
     double *v = malloc(rounds * sizeof(double));
     const unsigned batch = 100;
     for (unsigned r = 0; v && r < rounds + rounds / 10; r++) {
@@ -86,10 +89,17 @@ static double c2c_pair(int a, int b, unsigned rounds)
         pp_cpu_relax();
     waitpid(pid, NULL, 0);
     sched_setaffinity(0, sizeof(old), &old);
+    if (pin_err == 0)
+        pin_err = *child_pin;
     munmap(m, bytes);
     double p50 = -ENOMEM, p99, p999;
-    if (v)
+    if (pin_err < 0) {
+        fprintf(stderr, "ppbench: c2c cpu %d <-> cpu %d: cannot pin: %s\n", a, b,
+                strerror(-pin_err));
+        p50 = pin_err;
+    } else if (v) {
         bench_percentiles(v, rounds, &p50, &p99, &p999);
+    }
     free(v);
     return p50;
 }

@@ -106,6 +106,36 @@ static void str(const char *line, const char *key, char *out, size_t n)
     out[k] = '\0';
 }
 
+/* "percentiles": [[level, ns], ...]: each level of peer_pct_levels found
+ * fills its slot; anything else (null, an unknown level) leaves NaN. */
+static void pcts(const char *line, double *out)
+{
+    const char *p = field(line, "percentiles");
+    if (!p || *p != '[')
+        return;
+    for (p++;;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (*p != '[')
+            return;
+        char *end;
+        double lv = strtod(p + 1, &end);
+        if (end == p + 1)
+            return;
+        p = end;
+        while (*p == ' ' || *p == ',')
+            p++;
+        double v = strncmp(p, "null", 4) == 0 ? NAN : strtod(p, &end);
+        p = strchr(p, ']');
+        if (!p)
+            return;
+        p++;
+        for (int k = 0; k < PEER_NPCT; k++)
+            if (fabs(peer_pct_levels[k] - lv) < 1e-9)
+                out[k] = v;
+    }
+}
+
 static void parse_line(const char *line, struct bench_result *r)
 {
     char w[24], sys[24], var[40];
@@ -126,6 +156,7 @@ static void parse_line(const char *line, struct bench_result *r)
     r->first_call_ns = num(line, "first_call_ns");
     r->repeat_call_ns = num(line, "repeat_call_ns");
     r->efficiency = num(line, "efficiency");
+    pcts(line, r->pct_ns);
     str(line, "version", r->version, sizeof(r->version));
 }
 
@@ -134,7 +165,7 @@ static void parse_line(const char *line, struct bench_result *r)
 /* ---------------------------------------------------------------- */
 
 /* Reads the child's stdout until EOF or the deadline; emits each line. */
-static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo)
+static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo, uint64_t work_us)
 {
     char buf[8192];
     size_t have = 0;
@@ -161,6 +192,8 @@ static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo)
                 parse_line(buf, &r);
                 if (echo) /* name it, as pp's own echo rows are named */
                     strncat(r.variant, " echo", sizeof(r.variant) - strlen(r.variant) - 1);
+                if (work_us) /* the job length, which the line does not carry */
+                    r.work_us = (double)work_us;
                 bench_emit(o, &r);
             }
             have -= (size_t)(nl + 1 - buf);
@@ -227,7 +260,7 @@ static void run_one(const struct bench_opts *o, const struct peer_def *d,
         close(fds[0]);
         return;
     }
-    pump(o, fds[0], pid, echo);
+    pump(o, fds[0], pid, echo, work_us);
     close(fds[0]);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)

@@ -7,8 +7,11 @@
  *           [--no-peers] [--plot DIR]
  *
  * Without --json it prints one table per workload with each peer's ratio
- * to pp; with --json one object per measurement and line.  Progress goes
- * to standard error, never into the JSON.
+ * to pp; with --json one object per measurement and line, every line with
+ * the same keys (null where a figure does not apply).  Progress goes to
+ * standard error, never into the JSON.  A measurement that fails prints
+ * no line (never an infinite or NaN figure): the reason goes to standard
+ * error and ppbench exits 1.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -73,12 +76,24 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Nearest rank (the ceil(p*n)-th smallest), as peer_percentile computes
+ * it, so pp's percentiles and the peers' are the same statistic. */
+double bench_pct_sorted(const double *v, size_t n, double p)
+{
+    if (n == 0)
+        return NAN;
+    size_t rank = (size_t)ceil(p * (double)n - 1e-9); /* as peer_percentile */
+    if (rank < 1)
+        rank = 1;
+    return v[(rank > n ? n : rank) - 1];
+}
+
 void bench_percentiles(double *v, size_t n, double *p50, double *p99, double *p999)
 {
     qsort(v, n, sizeof(*v), cmp_double);
-    *p50 = v[(size_t)(0.50 * (double)(n - 1))];
-    *p99 = v[(size_t)(0.99 * (double)(n - 1))];
-    *p999 = v[(size_t)(0.999 * (double)(n - 1))];
+    *p50 = bench_pct_sorted(v, n, 0.50);
+    *p99 = bench_pct_sorted(v, n, 0.99);
+    *p999 = bench_pct_sorted(v, n, 0.999);
 }
 
 void bench_progress(const char *fmt, ...)
@@ -101,6 +116,13 @@ void bench_result_init(struct bench_result *r, const char *workload,
     r->ns_per_job = r->jobs_per_s = NAN;
     r->p50_ns = r->p99_ns = r->p999_ns = NAN;
     r->gbps = r->first_call_ns = r->repeat_call_ns = r->efficiency = NAN;
+    r->work_us = NAN;
+    for (int k = 0; k < PEER_NPCT; k++)
+        r->pct_ns[k] = NAN;
+    r->servers = 0;
+    for (int k = 0; k < BENCH_MAX_SERVERS; k++)
+        r->server_ns[k] = NAN;
+    r->worst_ns = r->median_ns = r->best_ns = NAN;
 }
 
 /* ---------------------------------------------------------------- */
@@ -135,6 +157,7 @@ static void emit_json(FILE *f, const struct bench_result *r)
     json_str(f, "variant", r->variant, false);
     fprintf(f, ",\"workers\":%d,\"jobs\":%llu,\"payload_bytes\":%llu", r->workers,
             (unsigned long long)r->jobs, (unsigned long long)r->payload_bytes);
+    json_num(f, "work_us", r->work_us);
     json_num(f, "ns_per_job", r->ns_per_job);
     json_num(f, "jobs_per_s", r->jobs_per_s);
     json_num(f, "p50_ns", r->p50_ns);
@@ -144,14 +167,73 @@ static void emit_json(FILE *f, const struct bench_result *r)
     json_num(f, "first_call_ns", r->first_call_ns);
     json_num(f, "repeat_call_ns", r->repeat_call_ns);
     json_num(f, "efficiency", r->efficiency);
+    bool pct = false;
+    for (int k = 0; k < PEER_NPCT; k++)
+        pct |= !isnan(r->pct_ns[k]);
+    if (pct) {
+        fputs(",\"percentiles\":[", f);
+        for (int k = 0; k < PEER_NPCT; k++) {
+            fprintf(f, "%s[%g,", k ? "," : "", peer_pct_levels[k]);
+            if (isnan(r->pct_ns[k]))
+                fputs("null]", f);
+            else
+                fprintf(f, "%.6g]", r->pct_ns[k]);
+        }
+        fputc(']', f);
+    } else {
+        fputs(",\"percentiles\":null", f);
+    }
+    if (r->servers > 0) {
+        fprintf(f, ",\"servers\":%d,\"server_ns\":[", r->servers);
+        for (int k = 0; k < r->servers; k++)
+            fprintf(f, "%s%.6g", k ? "," : "", r->server_ns[k]);
+        fputc(']', f);
+    } else {
+        fputs(",\"servers\":null,\"server_ns\":null", f);
+    }
+    json_num(f, "worst_ns", r->worst_ns);
+    json_num(f, "median_ns", r->median_ns);
+    json_num(f, "best_ns", r->best_ns);
     json_str(f, "machine", bench_machine(), false);
     json_str(f, "version", r->version, false);
     fputs("}\n", f);
     fflush(f);
 }
 
+static int bad_rows; /* lines bench_emit refused: ppbench exits 1 */
+
+/* NaN means "not meaningful"; a figure that is infinite or negative means
+ * the measurement failed (a time that was never taken, a division by a
+ * zero count) and must not be printed as if it were one. */
+static bool figure_ok(double v)
+{
+    return isnan(v) || (isfinite(v) && v >= 0);
+}
+
+static bool result_ok(const struct bench_result *r)
+{
+    bool ok = figure_ok(r->work_us) && figure_ok(r->ns_per_job) &&
+              figure_ok(r->jobs_per_s) && figure_ok(r->p50_ns) && figure_ok(r->p99_ns) &&
+              figure_ok(r->p999_ns) && figure_ok(r->gbps) && figure_ok(r->first_call_ns) &&
+              figure_ok(r->repeat_call_ns) && figure_ok(r->efficiency) &&
+              figure_ok(r->worst_ns) && figure_ok(r->median_ns) && figure_ok(r->best_ns);
+    for (int k = 0; k < PEER_NPCT; k++)
+        ok &= figure_ok(r->pct_ns[k]);
+    for (int k = 0; k < r->servers && k < BENCH_MAX_SERVERS; k++)
+        ok &= figure_ok(r->server_ns[k]);
+    return ok && r->servers >= 0 && r->servers <= BENCH_MAX_SERVERS;
+}
+
 void bench_emit(const struct bench_opts *o, const struct bench_result *r)
 {
+    if (!result_ok(r)) {
+        fprintf(stderr,
+                "ppbench: %s %s %s: measurement failed (a figure is infinite or "
+                "negative): no result\n",
+                r->workload, r->system, r->variant);
+        bad_rows++;
+        return;
+    }
     if (nresults < MAX_RESULTS)
         results[nresults++] = *r;
     if (o->json)
@@ -189,8 +271,17 @@ static const struct bench_result *pp_ref(const struct bench_result *r)
             p->payload_bytes != r->payload_bytes)
             continue;
         if (strcmp(r->workload, "scaling") == 0 &&
-            (p->workers != r->workers || strcmp(p->variant, r->variant)))
+            (p->workers != r->workers || p->work_us != r->work_us))
             continue;
+        /* overhead: pp at the same worker count; at the count where the
+         * default configuration ran, that row (what users get) is the
+         * reference. */
+        if (strcmp(r->workload, "overhead") == 0) {
+            if (p->workers != r->workers)
+                continue;
+            if (strcmp(p->variant, "default") == 0)
+                return p;
+        }
         if (strcmp(r->workload, "payload") == 0 &&
             (strstr(r->variant, "echo") != NULL) != (strstr(p->variant, "echo") != NULL))
             continue;
@@ -205,7 +296,7 @@ static const struct bench_result *pp_ref(const struct bench_result *r)
 
 static void fmt_num(char *b, size_t n, double v)
 {
-    if (isnan(v))
+    if (!isfinite(v))
         snprintf(b, n, "-");
     else if (fabs(v) >= 1e6)
         snprintf(b, n, "%.3g", v);
@@ -250,6 +341,25 @@ static void print_table(const char *workload)
                (unsigned long long)r->payload_bytes, c[0], c[1], c[2], c[3], c[4], c[5],
                c[6], c[7]);
     }
+    /* Rows measured across fresh servers: each server's figure. */
+    for (size_t i = 0; i < nresults; i++) {
+        const struct bench_result *r = &results[i];
+        if (strcmp(r->workload, workload) || r->servers <= 0)
+            continue;
+        char w[24], m[24], b[24];
+        fmt_num(w, 24, r->worst_ns);
+        fmt_num(m, 24, r->median_ns);
+        fmt_num(b, 24, r->best_ns);
+        printf("%s %s: %d fresh servers, %d workers each, ns/job (best of rounds) per "
+               "server:",
+               r->system, r->variant, r->servers, r->workers);
+        for (int k = 0; k < r->servers; k++) {
+            char v[24];
+            fmt_num(v, 24, r->server_ns[k]);
+            printf(" %s", v);
+        }
+        printf("; the row is the worst: %s (median %s, best %s)\n", w, m, b);
+    }
 }
 
 /* ---------------------------------------------------------------- */
@@ -275,7 +385,13 @@ static int run_overhead(const struct bench_opts *o)
     int r = pp_bench_overhead(o);
     uint64_t n = o->jobs ? o->jobs : (o->quick ? 50000 : 500000);
     peers_run(o, "overhead", dispatch_workers(o), n, 0, false, 0);
-    return r;
+    /* The default configuration, pp_server_new(NULL): one worker per
+     * effective CPU, adaptive waiting, on several fresh servers; the peers
+     * again at that worker count unless they just ran at it. */
+    int rd = pp_bench_overhead_default(o);
+    if (bench_ncpus() != dispatch_workers(o))
+        peers_run(o, "overhead", bench_ncpus(), overhead_default_jobs(o), 0, false, 0);
+    return r < 0 ? r : rd;
 }
 
 static int run_map(const struct bench_opts *o)
@@ -372,9 +488,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: ppbench WORKLOAD [options]\n"
             "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c all\n"
-            "  --workers N   workers (default: per workload, see README)\n"
+            "  --workers N   workers (default: per workload, see README); overhead's\n"
+            "                'default' row is always pp_server_new(NULL): all CPUs\n"
             "  --jobs N      jobs or items per measurement\n"
-            "  --busy-poll   pp workers and waiters spin instead of sleeping\n"
+            "  --busy-poll   pp workers and waiters spin instead of sleeping (not in\n"
+            "                overhead's 'default' row)\n"
             "  --json        one JSON object per measurement on stdout\n"
             "  --quick       small sizes (all --quick runs in under a minute)\n"
             "  --no-peers    measure pp only\n"
@@ -448,6 +566,8 @@ int main(int argc, char **argv)
             print_table(workloads[i].name);
     }
     if (o.plot_dir && bench_plot(o.plot_dir, results, nresults) < 0)
+        status = 1;
+    if (bad_rows)
         status = 1;
     return status;
 }

@@ -86,6 +86,22 @@ static double overhead_round(pp_server *s, pp_template *tpl, pp_task **t, uint64
     return el;
 }
 
+/* Best of reps rounds after one warm-up round, in ns for all n jobs;
+ * negative after a failed round (already reported). */
+static double overhead_best(pp_server *s, pp_template *tpl, pp_task **t, uint64_t n, int reps)
+{
+    if (overhead_round(s, tpl, t, n) < 0) /* warm-up */
+        return -1;
+    double best = INFINITY;
+    for (int rep = 0; rep < reps; rep++) {
+        double el = overhead_round(s, tpl, t, n);
+        if (el < 0)
+            return -1;
+        best = el < best ? el : best;
+    }
+    return best;
+}
+
 int pp_bench_overhead(const struct bench_opts *o)
 {
     int w = dispatch_workers(o);
@@ -99,23 +115,19 @@ int pp_bench_overhead(const struct bench_opts *o)
         return -ENOMEM;
     if ((r = new_server(w, o->busy_poll, &s)) < 0)
         goto out;
-    if ((r = pp_template_new(s, job_trivial, NULL, &tpl)) < 0)
+    if ((r = pp_template_new(s, job_trivial, NULL, &tpl)) < 0) {
+        fprintf(stderr, "ppbench: pp_template_new: %s\n", strerror(-r));
         goto out_srv;
+    }
     const char *variants[] = { "submit", "template" };
-    for (int v = 0; v < 2; v++) {
-        pp_template *use = v ? tpl : NULL;
-        if (overhead_round(s, use, t, n) < 0) { /* warm-up */
+    for (int v = 0; v < 2 && r == 0; v++) {
+        double best = overhead_best(s, v ? tpl : NULL, t, n, 3);
+        if (best < 0) {
+            /* No row for a variant whose measurement failed. */
+            fprintf(stderr, "ppbench: overhead %s: a round failed: no result\n",
+                    variants[v]);
             r = -EIO;
             break;
-        }
-        double best = INFINITY;
-        for (int rep = 0; rep < 3; rep++) {
-            double el = overhead_round(s, use, t, n);
-            if (el < 0) {
-                r = -EIO;
-                break;
-            }
-            best = el < best ? el : best;
         }
         struct bench_result res;
         bench_result_init(&res, "overhead", "pp", variants[v]);
@@ -126,6 +138,85 @@ int pp_bench_overhead(const struct bench_opts *o)
 out_srv:
     pp_server_destroy(s);
 out:
+    free(t);
+    return r;
+}
+
+/* The default configuration, as a user writes it: pp_server_new(NULL),
+ * so one worker per effective CPU and adaptive waiting (--busy-poll and
+ * --workers do not apply), and the README's loop: submit N jobs keeping
+ * the handles, then wait, read and release each.  A fresh server's
+ * figure can differ by ten times from another's (where its workers and
+ * the submitter land), so the row is measured on several fresh servers
+ * and reports the worst one's best-of-rounds; best and median ride along. */
+#define DEFAULT_SERVERS_FULL 5
+#define DEFAULT_SERVERS_QUICK 3
+#define DEFAULT_ROUNDS 5
+
+uint64_t overhead_default_jobs(const struct bench_opts *o)
+{
+    return o->jobs ? o->jobs : (o->quick ? 20000 : 100000);
+}
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int pp_bench_overhead_default(const struct bench_opts *o)
+{
+    uint64_t n = overhead_default_jobs(o);
+    int nsrv = o->quick ? DEFAULT_SERVERS_QUICK : DEFAULT_SERVERS_FULL;
+    double per[BENCH_MAX_SERVERS];
+    pp_task **t = calloc(n, sizeof(*t));
+    int r = 0, w = 0;
+
+    if (!t)
+        return -ENOMEM;
+    for (int k = 0; k < nsrv && r == 0; k++) {
+        pp_server *s;
+        if ((r = pp_server_new(NULL, &s)) < 0) {
+            fprintf(stderr, "ppbench: overhead default: pp_server_new(NULL): %s\n",
+                    strerror(-r));
+            break;
+        }
+        int sw = pp_get_ncpus(s);
+        if (k == 0)
+            w = sw;
+        if (sw != w) { /* the effective CPUs changed between servers */
+            fprintf(stderr, "ppbench: overhead default: server %d has %d workers, "
+                            "server 1 had %d: no result\n", k + 1, sw, w);
+            r = -EAGAIN;
+        } else {
+            double best = overhead_best(s, NULL, t, n, DEFAULT_ROUNDS);
+            if (best < 0) {
+                fprintf(stderr, "ppbench: overhead default: server %d: a round failed: "
+                                "no result\n", k + 1);
+                r = -EIO;
+            } else {
+                per[k] = best / (double)n;
+                bench_progress("overhead default: server %d/%d (%d workers): %.1f ns/job, "
+                               "best of %d rounds", k + 1, nsrv, w, per[k], DEFAULT_ROUNDS);
+            }
+        }
+        pp_server_destroy(s);
+    }
+    if (r == 0) {
+        struct bench_result res;
+        double sorted[BENCH_MAX_SERVERS];
+        memcpy(sorted, per, (size_t)nsrv * sizeof(double));
+        qsort(sorted, (size_t)nsrv, sizeof(double), cmp_dbl);
+        bench_result_init(&res, "overhead", "pp", "default");
+        fill(&res, w, n, sorted[nsrv - 1] * (double)n);
+        res.servers = nsrv;
+        memcpy(res.server_ns, per, (size_t)nsrv * sizeof(double));
+        res.worst_ns = sorted[nsrv - 1];
+        res.best_ns = sorted[0];
+        res.median_ns = nsrv % 2 ? sorted[nsrv / 2]
+                                 : (sorted[nsrv / 2 - 1] + sorted[nsrv / 2]) / 2;
+        bench_emit(o, &res);
+    }
     free(t);
     return r;
 }
@@ -213,6 +304,8 @@ static int latency_one(const struct bench_opts *o, bool busy, uint64_t n)
             sum += v[i];
         fill(&res, 1, n, sum);
         bench_percentiles(v, n, &res.p50_ns, &res.p99_ns, &res.p999_ns);
+        for (int k = 0; k < PEER_NPCT; k++)
+            res.pct_ns[k] = bench_pct_sorted(v, n, peer_pct_levels[k] / 100.0);
         bench_emit(o, &res);
     }
     pp_server_destroy(s);
@@ -233,7 +326,8 @@ int pp_bench_latency(const struct bench_opts *o)
 /* payload: argument sizes, small result and echo                     */
 /* ---------------------------------------------------------------- */
 
-/* Single-core memcpy bandwidth, GB/s, over a buffer of len bytes. */
+/* Single-core memcpy bandwidth, GB/s, over a buffer of len bytes; 0 when
+ * the buffers could not be allocated. */
 static double memcpy_gbps(size_t len)
 {
     char *a = malloc(len), *b = malloc(len);
@@ -334,6 +428,10 @@ int pp_bench_payload(const struct bench_opts *o)
     int r;
     double base = memcpy_gbps(64 << 20);
 
+    if (base <= 0) {
+        fprintf(stderr, "ppbench: payload: memcpy baseline: %s\n", strerror(ENOMEM));
+        return -ENOMEM;
+    }
     struct bench_result b;
     bench_result_init(&b, "payload", "memcpy", "single-core baseline");
     b.workers = 1;
@@ -423,15 +521,19 @@ int pp_bench_cache(const struct bench_opts *o)
             break;
         round_trip(s, job_trivial, 1, &err);
         pp_task *t[BENCH_NFNS];
+        unsigned sent = 0;
         double t0 = bench_now_ns();
-        for (unsigned i = 0; i < nf && !err; i++) {
-            uint64_t x = i;
-            err = pp_submit(s, v ? bench_fns[nf - 1] : bench_fns[i], &x, 8, NULL, &t[i]);
+        for (; sent < nf && !err; sent++) {
+            uint64_t x = sent;
+            err = pp_submit(s, v ? bench_fns[nf - 1] : bench_fns[sent], &x, 8, NULL, &t[sent]);
+            if (err < 0)
+                break;
         }
-        for (unsigned i = 0; i < nf && !err; i++) {
+        for (unsigned i = 0; i < sent; i++) { /* every task submitted is released */
             const void *d;
             pp_task_wait(t[i], -1);
-            if (pp_task_result(t[i], &d, NULL) != 0 || *(const uint64_t *)d != peer_trivial(i))
+            if (!err && (pp_task_result(t[i], &d, NULL) != 0 ||
+                         *(const uint64_t *)d != peer_trivial(i)))
                 err = -EIO;
             pp_task_release(t[i]);
         }
@@ -507,6 +609,7 @@ int pp_bench_scaling(const struct bench_opts *o)
                     snprintf(v, sizeof(v), "%llu us", (unsigned long long)works[k]);
                     bench_result_init(&res, "scaling", "pp", v);
                     fill(&res, w, n, el);
+                    res.work_us = (double)works[k];
                     res.efficiency = (double)n * (double)works[k] * 1000.0 / ((double)w * el);
                     bench_emit(o, &res);
                 }

@@ -374,6 +374,8 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+const double peer_pct_levels[PEER_NPCT] = PEER_PCT_LEVELS;
+
 /* Nearest rank rather than interpolation: the reported value is a
  * round trip that really happened, and peer_mp.py computes the same. */
 uint64_t peer_percentile(uint64_t *v, size_t n, double p)
@@ -381,7 +383,9 @@ uint64_t peer_percentile(uint64_t *v, size_t n, double p)
     if (n == 0)
         return 0;
     qsort(v, n, sizeof(*v), cmp_u64);
-    size_t rank = (size_t)ceil(p * (double)n); /* nearest rank, 1-based */
+    /* nearest rank, 1-based; the epsilon keeps 0.999 * 5000 at 4995 when
+     * p came out a hair above (99.9 / 100 does) */
+    size_t rank = (size_t)ceil(p * (double)n - 1e-9);
     if (rank < 1)
         rank = 1;
     return v[(rank > n ? n : rank) - 1];
@@ -447,6 +451,8 @@ void peer_result_init(struct peer_result *r, const struct peer_args *a,
         .efficiency = NAN,
         .version = "unknown",
     };
+    for (int k = 0; k < PEER_NPCT; k++)
+        r->pct_ns[k] = NAN;
 }
 
 /* ns_per_job and jobs_per_s of n jobs that took ns in all. */
@@ -481,6 +487,8 @@ void peer_result_latency(struct peer_result *r, uint64_t *rtt, uint64_t n,
     r->p50_ns = (double)peer_percentile(rtt, n, 0.50);
     r->p99_ns = (double)peer_percentile(rtt, n, 0.99);
     r->p999_ns = (double)peer_percentile(rtt, n, 0.999);
+    for (int k = 0; k < PEER_NPCT; k++)
+        r->pct_ns[k] = (double)peer_percentile(rtt, n, peer_pct_levels[k] / 100.0);
     r->first_call_ns = (double)first_ns;
     r->repeat_call_ns = r->ns_per_job;
 }
@@ -528,6 +536,26 @@ static void json_field_num(FILE *f, const char *key, double v)
     fputs(", ", f);
 }
 
+/* "percentiles": [[level, ns], ...], or null when not measured. */
+static void json_field_pcts(FILE *f, const double *pct)
+{
+    bool any = false;
+    for (int k = 0; k < PEER_NPCT; k++)
+        any |= isfinite(pct[k]);
+    fputs("\"percentiles\": ", f);
+    if (!any) {
+        fputs("null, ", f);
+        return;
+    }
+    fputc('[', f);
+    for (int k = 0; k < PEER_NPCT; k++) {
+        fprintf(f, "%s[%g, ", k ? ", " : "", peer_pct_levels[k]);
+        json_number(f, pct[k]);
+        fputc(']', f);
+    }
+    fputs("], ", f);
+}
+
 /* The field order is fixed and identical in peer_mp.py, so lines from
  * different peers diff cleanly. */
 int peer_result_print(const struct peer_result *r)
@@ -550,6 +578,7 @@ int peer_result_print(const struct peer_result *r)
     json_field_num(f, "first_call_ns", r->first_call_ns);
     json_field_num(f, "repeat_call_ns", r->repeat_call_ns);
     json_field_num(f, "efficiency", r->efficiency);
+    json_field_pcts(f, r->pct_ns);
     json_field_str(f, "machine", peer_machine(), false);
     json_field_str(f, "version", r->version, true);
     fputs("}\n", f);

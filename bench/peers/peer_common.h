@@ -164,6 +164,17 @@ uint64_t peer_now_ns(void);
 /* Sorts v[n] in place and returns the nearest-rank p-quantile (0<p<=1). */
 uint64_t peer_percentile(uint64_t *v, size_t n, double p);
 
+/*
+ * The fixed percentiles every latency line carries (JSON "percentiles":
+ * [[level, ns], ...] in this order; null on other lines), from which
+ * ppbench draws one percentile curve per system.  0 is the fastest round
+ * trip, 100 the slowest.  peer_mp.py and ppbench's own latency rows use
+ * the same levels and the same nearest-rank rule.
+ */
+#define PEER_NPCT 13
+#define PEER_PCT_LEVELS { 0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100 }
+extern const double peer_pct_levels[PEER_NPCT];
+
 /* Pins the calling thread to the idx-th CPU it is allowed on (modulo
  * their count).  Returns 0 or -errno. */
 int peer_pin_self(int idx);
@@ -204,6 +215,7 @@ struct peer_result {
     double first_call_ns;
     double repeat_call_ns;
     double efficiency;
+    double pct_ns[PEER_NPCT]; /* at peer_pct_levels; NaN (all null) if none */
     const char *version;   /* the peer library's own version */
 };
 
@@ -215,8 +227,9 @@ void peer_result_init(struct peer_result *r, const struct peer_args *a,
 void peer_result_wall(struct peer_result *r, const struct peer_args *a,
                       const struct peer_plan *p, uint64_t wall_ns);
 
-/* Fills the latency fields from the J round trips in rtt[] (sorted in
- * place) and the cold first call. */
+/* Fills the latency fields (p50/p99/p99.9 and the percentile curve)
+ * from the J round trips in rtt[] (sorted in place) and the cold first
+ * call. */
 void peer_result_latency(struct peer_result *r, uint64_t *rtt, uint64_t n,
                          uint64_t first_ns);
 

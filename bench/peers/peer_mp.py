@@ -200,8 +200,13 @@ def overhead_imap_unordered(pool, args):
 
 def percentile(sorted_v, p):
     """Nearest rank, as peer_percentile: the ceil(p*n)-th smallest."""
-    rank = max(1, math.ceil(p * len(sorted_v)))
+    rank = max(1, math.ceil(p * len(sorted_v) - 1e-9))  # as peer_percentile
     return sorted_v[min(rank, len(sorted_v)) - 1]
+
+
+# The percentile levels of every latency line: PEER_PCT_LEVELS in
+# peer_common.h, same order.
+PCT_LEVELS = (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100)
 
 
 def latency_apply(pool, args):
@@ -219,6 +224,7 @@ def latency_apply(pool, args):
     return {"ns_per_job": mean, "jobs_per_s": 1e9 / max(mean, 1e-9),
             "p50_ns": percentile(rtt, 0.5), "p99_ns": percentile(rtt, 0.99),
             "p999_ns": percentile(rtt, 0.999),
+            "percentiles": [[lv, percentile(rtt, lv / 100)] for lv in PCT_LEVELS],
             "first_call_ns": first, "repeat_call_ns": mean}
 
 
@@ -353,11 +359,13 @@ def json_line(args, variant, fields):
         "payload_bytes": args.payload if args.workload == "payload" else None,
     }
     for key in ("ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns", "gbps",
-                "first_call_ns", "repeat_call_ns", "efficiency"):
+                "first_call_ns", "repeat_call_ns", "efficiency", "percentiles"):
         line[key] = fields.get(key)
     line["machine"] = machine()
     line["version"] = version()
-    return json.dumps(line)
+    # A measurement that came out infinite or NaN is a failure, not a line:
+    # allow_nan=False raises, and main() exits EXIT_FAIL with the reason.
+    return json.dumps(line, allow_nan=False)
 
 
 def pick_variant(args):

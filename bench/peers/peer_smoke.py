@@ -15,7 +15,8 @@ import sys
 
 FIELDS = ("workload", "system", "variant", "workers", "jobs", "payload_bytes",
           "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns", "gbps",
-          "first_call_ns", "repeat_call_ns", "efficiency", "machine", "version")
+          "first_call_ns", "repeat_call_ns", "efficiency", "percentiles", "machine",
+          "version")
 SKIP = 77
 
 
