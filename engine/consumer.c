@@ -350,10 +350,12 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
     }
     pp__cons_reset(s, slot);
     if (slot < PP_MAX_WORKERS) {
-        /* It may have died spinning: with its bit set, submitters would
-         * wake nobody.  Jobs queued meanwhile need a worker awake. */
-        pp__spin_leave(s->sh, slot);
-        pp_event_signal(&s->sh->work, 1);
+        /* It may have died spinning (with its bit set, submitters would
+         * wake nobody), or counted as awake: jobs queued meanwhile need a
+         * worker that is. */
+        pp__set_live(s->sh, slot, false);
+        if (pp_ring_count(s->ring))
+            pp__wake_any(s->sh, 1);
     }
     return true;
 }

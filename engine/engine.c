@@ -114,8 +114,11 @@ static void spawn_slot(struct pp_server *s, int i)
     w->cpu = s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1;
     if ((unsigned)i + 1 > pp_load_relaxed(&s->sh->slots_used))
         pp_store_release(&s->sh->slots_used, (unsigned)i + 1);
-    if (pp__zygote_spawn(s, i) < 0)
+    pp__set_live(s->sh, (uint32_t)i, true); /* awake from its start */
+    if (pp__zygote_spawn(s, i) < 0) {
+        pp__set_live(s->sh, (uint32_t)i, false);
         return; /* zygote gone: handled when its socket reports EOF */
+    }
     s->slots[i].state = PP_SLOT_SPAWNING;
 }
 
@@ -124,7 +127,6 @@ static void spawn_slot(struct pp_server *s, int i)
 static void reconcile(struct pp_server *s)
 {
     int target = pp_load_acquire(&s->target);
-    bool woke = false;
 
     if (pp_load_relaxed(&s->shutdown) || s->zsock < 0)
         return;
@@ -138,11 +140,9 @@ static void reconcile(struct pp_server *s)
         } else if (sl->state == PP_SLOT_LIVE || sl->state == PP_SLOT_SPAWNING) {
             pp_store_release(&s->sh->wcb[i].stop, 1);
             sl->state = PP_SLOT_STOPPING;
-            woke = true;
+            pp__wake_slot(s->sh, (uint32_t)i); /* a sleeper must see it */
         }
     }
-    if (woke) /* sleeping workers must see their stop flag */
-        pp_event_signal(&s->sh->work, INT_MAX);
     pthread_mutex_lock(&s->ctl_lock);
     pthread_cond_broadcast(&s->ctl_cond);
     pthread_mutex_unlock(&s->ctl_lock);
@@ -218,6 +218,7 @@ static void zygote_msgs(struct pp_server *s)
             break;
         case PP_Z_SPAWN_FAILED:
             sl->state = PP_SLOT_EMPTY;
+            pp__set_live(s->sh, (uint32_t)m.slot, false);
             s->spawn_blocked = true;
             pthread_mutex_lock(&s->ctl_lock);
             s->spawn_errno = m.status;

@@ -96,6 +96,7 @@ static int wait_ci(struct pp_server *s, uint32_t ci, const struct timespec *dl)
         /* The bank waited on gets no new jobs (wait_group), so its
          * submitted count is final: wake me only when all are done. */
         pp_store_release(&grp->wake_at[ci & 1], pp_load_acquire(&s->submitted[ci]));
+        pp__before_block(s);
         uint32_t seq = pp_event_prepare(&grp->ev);
         if (pp__group_pending(s, ci) == 0) {
             pp_event_cancel(&grp->ev);

@@ -150,6 +150,8 @@ PP_HIDDEN void pp__finish_by_engine(struct pp_server *s, struct pp_task *t);
 PP_HIDDEN void pp__fail_task(struct pp_server *s, struct pp_task *t, int code,
                              const char *msg);
 PP_HIDDEN void pp__taken(struct pp_shared *sh);
+/* A host thread is about to sleep: queued jobs may use its CPU. */
+PP_HIDDEN void pp__before_block(struct pp_server *s);
 
 /* ---- engine.c ---- */
 PP_HIDDEN int pp__engine_start(struct pp_server *s);

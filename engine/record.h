@@ -95,8 +95,10 @@ struct pp_rec {
     uint32_t res_len;
     int32_t status;
     uint32_t err_len;    /* 0 = no message */
-    uint32_t res_where;  /* PP_RES_TINY / PP_RES_INLINE / PP_RES_BLOCK */
-    unsigned char tiny_arg[PP_TINY];
+    uint16_t res_where;  /* PP_RES_TINY / PP_RES_INLINE / PP_RES_BLOCK */
+    int16_t submit_cpu;  /* where the submitter ran (-1: unknown): a worker
+                            that wakes another avoids that CPU (wake.c) */
+    _Alignas(8) unsigned char tiny_arg[PP_TINY]; /* 8-aligned, as users read them */
     unsigned char tiny_res[PP_TINY];
     /* Line 1: where larger payloads are. */
     pp_cacheline_aligned uint64_t arg_off; /* with PP_RF_ARG_EXT */
@@ -107,6 +109,9 @@ struct pp_rec {
     pp_cacheline_aligned unsigned char inl_arg[PP_INLINE_MAX];
     char err[PP_ERRMSG_MAX];
 };
+
+_Static_assert(__builtin_offsetof(struct pp_rec, tiny_res) + PP_TINY <= PP_CACHELINE,
+               "a tiny job's record must fit one cache line");
 
 static inline _Atomic uint32_t *pp_rec_futex(struct pp_rec *r)
 {

@@ -90,7 +90,6 @@ static int setup_segment(struct pp_server *s)
     r = pp_arena_create(&s->seg, half, s->seg.size, &s->arena);
     if (r < 0)
         return r;
-    pp_event_init(&sh->work);
     pp_event_init(&sh->space);
     for (int g = 0; g < PP_MAX_GROUPS; g++)
         pp_event_init(&sh->groups[g].ev);

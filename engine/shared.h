@@ -47,6 +47,7 @@ struct pp_group {
  * this host has. */
 struct pp_wcb {
     struct pp_consumer cons;
+    pp_cacheline_aligned _Atomic uint32_t wake; /* its futex: sleeps here */
     _Atomic uint32_t stop;       /* host: exit before the next job */
     _Atomic int32_t pid;
     int32_t cpu;                 /* -1 = not pinned */
@@ -65,11 +66,13 @@ struct pp_shared {
     uint32_t busy_poll;
     uint64_t spin_ns;
     uint32_t max_queued_set;
-    pp_cacheline_aligned struct pp_event work;  /* workers sleep here */
-    /* Workers spinning for work, one bit per slot (a bit, not a count: a
-     * post-mortem can clear a dead worker's bit without knowing whether
-     * it got to set it). */
+    /* Who waits for work (wake.c), one bit per worker slot: bits, not
+     * counts, so that a post-mortem can clear a dead worker's bit without
+     * knowing whether it got to set it. */
     pp_cacheline_aligned _Atomic uint64_t spinning[PP_MAX_WORKERS / 64];
+    pp_cacheline_aligned _Atomic uint64_t sleeping[PP_MAX_WORKERS / 64];
+    _Atomic uint64_t live[PP_MAX_WORKERS / 64]; /* set by the engine */
+    _Atomic uint32_t deferred;    /* a job waits for a busy worker (wake.c) */
     pp_cacheline_aligned struct pp_event space; /* blocked submitters */
     pp_cacheline_aligned _Atomic uint32_t engine_sleeping;
     _Atomic uint32_t overflow_waiting; /* 1 = jobs wait in overflow,
@@ -151,29 +154,25 @@ static inline void pp__group_signal(struct pp_shared *sh, uint32_t ci)
     pp_futex_wake(&g->ev.seq, INT_MAX);
 }
 
-/* Spinning workers (worker.c take(), task.c wake_worker()). */
-static inline bool pp__anyone_spinning(struct pp_shared *sh)
-{
-    uint64_t any = 0;
-    for (unsigned i = 0; i < PP_MAX_WORKERS / 64; i++)
-        any |= pp_load_relaxed(&sh->spinning[i]);
-    return any != 0;
-}
+/* ---- wake.c: who is woken when work arrives ---- */
 
-static inline void pp__spin_enter(struct pp_shared *sh, uint32_t slot)
-{
-    atomic_fetch_or_explicit(&sh->spinning[slot / 64], 1ull << (slot % 64),
-                             memory_order_seq_cst);
-}
-
-/* Returns true when no worker spins any more. */
-static inline bool pp__spin_leave(struct pp_shared *sh, uint32_t slot)
-{
-    uint64_t bit = 1ull << (slot % 64);
-    uint64_t old = atomic_fetch_and_explicit(&sh->spinning[slot / 64], ~bit,
-                                             memory_order_seq_cst);
-    return (old & ~bit) == 0 && !pp__anyone_spinning(sh);
-}
+/* A worker spins for work (enter) or stops spinning (leave; returns true
+ * when no worker spins any more). */
+PP_HIDDEN void pp__spin_enter(struct pp_shared *sh, uint32_t slot);
+PP_HIDDEN bool pp__spin_leave(struct pp_shared *sh, uint32_t slot);
+/* A worker sleeps until woken, unless take() finds work after it
+ * announced itself (returns that record then). */
+PP_HIDDEN struct pp_rec *pp__sleep(struct pp_cons *k, uint64_t *tok);
+/* n jobs were queued by a thread on CPU cpu (-1: unknown). */
+PP_HIDDEN void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu);
+/* Wakes up to n sleeping workers, wherever they are (the host is about
+ * to block, or a worker went away). */
+PP_HIDDEN void pp__wake_any(struct pp_shared *sh, unsigned n);
+/* Wakes the worker of slot (to see its stop flag). */
+PP_HIDDEN void pp__wake_slot(struct pp_shared *sh, uint32_t slot);
+/* The engine marks a slot live before it spawns and not live after the
+ * post-mortem. */
+PP_HIDDEN void pp__set_live(struct pp_shared *sh, uint32_t slot, bool live);
 
 /* Local workers waiting for work now (a snapshot). */
 static inline unsigned pp__idle_workers(struct pp_shared *sh)
@@ -193,6 +192,12 @@ static inline unsigned pp__idle_workers(struct pp_shared *sh)
  */
 #define PP_SPIN_FLOOR_NS 2000 /* never less: a hand-off is ~0.3 us, a
                                  futex wake-up 5-15 us */
+/* A sched_yield that returns after this long ran another thread: the CPU
+ * is shared, and spinning there slows that thread down. */
+#define PP_YIELD_SHARED_NS 3000
+/* How long a deferred job waits at most for a worker (wake.c). */
+#define PP_DEFER_NS 4000000
+
 static inline uint64_t pp__spin_adapt(uint64_t cur, bool paid_off, uint64_t max)
 {
     cur = paid_off ? cur * 2 : cur / 2;

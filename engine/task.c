@@ -28,16 +28,18 @@
 /* Enqueueing, and the overflow queue                                 */
 /* ---------------------------------------------------------------- */
 
-/*
- * A job was queued: wake a sleeping worker unless one is spinning (it will
- * take the job).  W1: the fence orders our enqueue before the read of
- * spinning; pairs with S1 in worker.c take().
- */
-static void wake_worker(struct pp_shared *sh, int n)
+/* The CPU this thread runs on (glibc reads it from rseq: a load). */
+static inline int my_cpu(void)
 {
-    pp_fence_seq_cst(); /* W1 */
-    if (!pp__anyone_spinning(sh))
-        pp_event_signal(&sh->work, n);
+    return sched_getcpu();
+}
+
+/* The host is about to block: workers on its CPU may have its place. */
+void pp__before_block(struct pp_server *s)
+{
+    uint64_t q = pp_ring_count(s->ring);
+    if (q)
+        pp__wake_any(s->sh, q < PP_MAX_WORKERS ? (unsigned)q : PP_MAX_WORKERS);
 }
 
 /* Moves jobs from the overflow queue into the ring while it has room. */
@@ -65,16 +67,17 @@ void pp__overflow_drain(struct pp_server *s)
     pp_store_relaxed(&s->sh->overflow_waiting, s->ovf_head ? 1u : 0u);
     pthread_mutex_unlock(&s->ovf_lock);
     if (moved)
-        wake_worker(s->sh, (int)moved);
+        pp__wake_for_jobs(s->sh, moved, my_cpu());
 }
 
 void pp__enqueue(struct pp_server *s, struct pp_task *t)
 {
     /* Fast path: nobody waits in overflow (so FIFO order holds) and the
      * ring has room. */
+    int cpu = t->rec->submit_cpu; /* t may be finished once it is queued */
     if (pp_likely(pp_load_relaxed(&s->ovf_len) == 0) &&
         pp_likely(pp_ring_enqueue_mp(s->ring, t->tok))) {
-        wake_worker(s->sh, 1);
+        pp__wake_for_jobs(s->sh, 1, cpu);
         return;
     }
     pthread_mutex_lock(&s->ovf_lock);
@@ -122,6 +125,7 @@ static int admit(struct pp_server *s)
             return -EAGAIN;
         if (pp_load_relaxed(&s->shutdown))
             return -ESHUTDOWN;
+        pp__before_block(s);
         uint32_t seq = pp_event_prepare(&s->sh->space);
         if (queued(s) + pp_load_relaxed(&s->admitted) < max ||
             pp_load_acquire(&s->shutdown)) {
@@ -182,6 +186,7 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     r->err_len = 0;
     r->res_where = PP_RES_TINY;
     r->res_len = 0;
+    r->submit_cpu = (int16_t)my_cpu();
     t->cb = cb;
     t->cb_arg = cb_arg;
     t->tok = pp__rec_queue(r, t->idx); /* Q1 (rec.c) */
@@ -254,6 +259,7 @@ PP_EXPORT int pp_task_wait(pp_task *t, int timeout_ms)
         }
     }
     pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, false, s->sh->spin_ns));
+    pp__before_block(s);
     for (;;) {
         st = pp__rec_flag(r, PP_ST_WAITER);
         if (pp_st_phase(st) == PP_ST_DONE)

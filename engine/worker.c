@@ -38,13 +38,11 @@ static bool stopping(struct pp_worker *w)
 }
 
 /*
- * Waits for work: spin for the adaptive budget, then sleep on the `work`
- * event.  While it spins, the worker's bit is set in sh->spinning, so that a
- * submitter wakes a sleeping worker only when nobody spins (a spinner will
- * take the job; a futex wake-up per job would cost the submitter a system
- * call and the CPU it shares with that worker).  A spinner that takes a
- * job and was the last one passes the duty on: it wakes a sleeper when
- * more work is queued, so a burst still reaches every worker.
+ * Waits for work: spin for the adaptive budget, then sleep on the slot's
+ * own futex.  While it spins, the worker's bit is set in sh->spinning, so
+ * that a submitter wakes nobody (wake.c has the whole policy).  A spinner
+ * that takes a job and was the last one passes the duty on when more jobs
+ * wait, so a burst still reaches every worker.
  * Returns the record, or NULL when asked to stop.
  */
 static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
@@ -66,34 +64,37 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
                 w->spin_ns = pp__spin_adapt(w->spin_ns, true, sh->spin_ns);
                 pp_store_relaxed(&w->k.c->idle, 0);
                 if (pp__spin_leave(sh, w->k.slot) && pp_ring_count(w->k.ring))
-                    pp_event_signal(&sh->work, 1);
+                    pp__wake_for_jobs(sh, 1, r->submit_cpu);
                 return r;
             }
             if ((i & 255) == 0) {
-                if (stopping(w) || (!sh->busy_poll && pp_now_ns() >= spin_end))
+                uint64_t now = pp_now_ns();
+                if (stopping(w) || (!sh->busy_poll && now >= spin_end))
                     break;
+                /* Busy-poll users asked for a core of their own. */
+                if (sh->busy_poll)
+                    continue;
                 /* Let a thread that shares our CPU (often the very
-                 * submitter we wait for) run; costs little when none.
-                 * Busy-poll users asked for a core of their own. */
-                if (!sh->busy_poll)
-                    sched_yield();
+                 * submitter we wait for) run.  If one did (the yield took
+                 * long), our spinning only takes its CPU away: sleep. */
+                sched_yield();
+                if (pp_now_ns() - now > PP_YIELD_SHARED_NS)
+                    break;
             }
         }
         w->spin_ns = pp__spin_adapt(w->spin_ns, false, sh->spin_ns);
-        /* S1: leave the spinners before the last look at the ring; pairs
-         * with the submitter's fence between its enqueue and its read of
-         * spinning (task.c): it wakes us, or we see its job. */
+        /* S1: leave the spinners before the last look at the ring (in
+         * pp__sleep); pairs with the submitter's W1 (wake.c). */
         pp__spin_leave(sh, w->k.slot);
-        uint32_t seq = pp_event_prepare(&sh->work);
-        if ((r = pp__cons_take(&w->k, tok)) != NULL) {
-            pp_event_cancel(&sh->work);
-            pp_store_relaxed(&w->k.c->idle, 0);
+        r = pp__sleep(&w->k, tok);
+        pp_store_relaxed(&w->k.c->idle, 0);
+        if (r) {
+            /* A submitter may have left this job, and those behind it, to
+             * us while we still spun: pass the duty on. */
+            if (pp_ring_count(w->k.ring))
+                pp__wake_for_jobs(sh, 1, r->submit_cpu);
             return r;
         }
-        if (!stopping(w))
-            pp_event_wait(&sh->work, seq, NULL);
-        pp_event_cancel(&sh->work);
-        pp_store_relaxed(&w->k.c->idle, 0);
     }
 }
 
@@ -269,5 +270,9 @@ void pp__worker_main(struct pp_shared *sh, char *base, int slot)
             break;
     }
     pp__cons_flush(&w->k);
+    /* Leaving: if jobs wait, someone else must be awake for them. */
+    pp__set_live(sh, (uint32_t)slot, false);
+    if (pp_ring_count(w->k.ring))
+        pp__wake_any(sh, 1);
     _exit(0);
 }

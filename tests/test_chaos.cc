@@ -63,10 +63,11 @@ int job_chaos(pp_job *job)
 
 /* What the callbacks saw, per job. */
 struct Ledger {
-    explicit Ledger(size_t n) : calls(n), bad(n), failed(n) {}
+    explicit Ledger(size_t n) : calls(n), bad(n), failed(n), skipped(n) {}
     std::vector<std::atomic<int>> calls;
     std::vector<std::atomic<int>> bad;    /* status 0 but not its own result */
     std::vector<std::atomic<int>> failed; /* status < 0 */
+    std::vector<std::atomic<int>> skipped; /* never submitted (time budget) */
     std::atomic<long> total{0};
     std::atomic<int> wrong_failure{0};    /* a failure other than -ECHILD */
     std::string first_error;
@@ -105,9 +106,16 @@ void chaos_cb(pp_task *t, void *p)
 
 /* Submits jobs [first, first + n) with callbacks, server-owned. */
 void submitter(pp_server *srv, Ledger *l, uint64_t first, uint64_t n, bool segv,
-               std::atomic<int> *submit_errors)
+               std::atomic<int> *submit_errors, double deadline_ms = 0)
 {
     for (uint64_t i = first; i < first + n; i++) {
+        /* A time budget keeps the test to seconds under sanitizers too;
+         * jobs never submitted are marked so the checks skip them. */
+        if (deadline_ms > 0 && (i & 63) == 0 && now_ms() > deadline_ms) {
+            for (uint64_t j = i; j < first + n; j++)
+                l->skipped[j].store(1);
+            return;
+        }
         uint32_t flags = 0;
         if (i % 3 == 0)
             flags |= kSleep;
@@ -132,6 +140,8 @@ void check_ledger(Ledger &l, uint64_t n, bool allow_failures, bool allow_rerun)
 {
     long ran_twice = 0, missing = 0, bad = 0, failed = 0, reruns = 0;
     for (uint64_t i = 0; i < n; i++) {
+        if (l.skipped[i].load())
+            continue;
         int c = l.calls[i].load();
         missing += c == 0;
         ran_twice += c > 1;
@@ -198,16 +208,16 @@ TEST_P(KillPoint, EachDeathSettlesItsJobOnce)
     pp_config cfg;
     pp_config_init(&cfg);
     cfg.ncpus = 2;
+    constexpr uint64_t kPerThread = 800, kThreads = 3, kN = kPerThread * kThreads;
+    Ledger l(kN); /* outlives the server, whose destroy may run callbacks */
     ServerPtr srv = make_server(cfg);
     ASSERT_NE(srv, nullptr);
 
-    constexpr uint64_t kPerThread = 800, kThreads = 3, kN = kPerThread * kThreads;
-    Ledger l(kN);
     std::atomic<int> submit_errors{0};
     std::vector<std::thread> th;
     for (uint64_t t = 0; t < kThreads; t++)
         th.emplace_back(submitter, srv.get(), &l, t * kPerThread, kPerThread, false,
-                        &submit_errors);
+                        &submit_errors, 0.0);
     for (auto &t : th)
         t.join();
     ASSERT_EQ(submit_errors.load(), 0);
@@ -300,11 +310,11 @@ TEST(Chaos, RandomSigkillsWhileSubmitting)
     cfg.ncpus = 2;
     cfg.max_queued = 20000;
     cfg.block_when_full = true;
+    constexpr uint64_t kPerThread = 12000, kThreads = 4, kN = kPerThread * kThreads;
+    Ledger l(kN); /* outlives the server, whose destroy may run callbacks */
     ServerPtr srv = make_server(cfg);
     ASSERT_NE(srv, nullptr);
-
-    constexpr uint64_t kPerThread = 12000, kThreads = 4, kN = kPerThread * kThreads;
-    Ledger l(kN);
+    const double deadline = now_ms() + 5000;
     std::atomic<int> submit_errors{0};
     std::atomic<bool> stop{false};
     std::atomic<int> kills{0};
@@ -323,7 +333,7 @@ TEST(Chaos, RandomSigkillsWhileSubmitting)
     std::vector<std::thread> th;
     for (uint64_t t = 0; t < kThreads; t++)
         th.emplace_back(submitter, srv.get(), &l, t * kPerThread, kPerThread, true,
-                        &submit_errors);
+                        &submit_errors, deadline);
     for (auto &t : th)
         t.join();
     int r = pp_wait(srv.get(), nullptr, 180000);
@@ -331,7 +341,11 @@ TEST(Chaos, RandomSigkillsWhileSubmitting)
     killer.join();
     ASSERT_EQ(r, 0) << "pp_wait timed out";
     ASSERT_EQ(submit_errors.load(), 0);
-    EXPECT_EQ(l.total.load(), static_cast<long>(kN));
+    long submitted = 0;
+    for (uint64_t i = 0; i < kN; i++)
+        submitted += !l.skipped[i].load();
+    EXPECT_GT(submitted, 2000) << "too few jobs in the time budget to mean anything";
+    EXPECT_EQ(l.total.load(), submitted);
     /* Killed jobs fail with -ECHILD; a job that succeeded ran once (a job
      * runs elsewhere only if its first worker died before starting it). */
     check_ledger(l, kN, true, false);
