@@ -335,26 +335,34 @@ static void take_mount_line(char *line, struct cg_hier *v1, struct cg_hier *v2,
         take_mount(v1, f[3], f[4], prefix);
 }
 
+/* Reads dir/name (a small file) into buf without its trailing newline
+ * and spaces, NUL-terminated.  Returns its length, or -1. */
+static ssize_t read_value(const char *dir, const char *name, char *buf, size_t size)
+{
+    char path[PATH_MAX];
+    ssize_t n;
+
+    int l = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (l < 0 || (size_t)l >= sizeof(path) || (n = read_small(path, buf, size)) < 0)
+        return -1;
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        n--;
+    buf[n] = '\0';
+    return n;
+}
+
 /* The limit set in one v1 cgroup directory, 0 if none. */
 static int level_v1(const char *dir)
 {
-    char path[PATH_MAX], buf[64];
+    char buf[64];
     long long q, p;
     ssize_t n;
 
-    int l = snprintf(path, sizeof(path), "%s/cpu.cfs_quota_us", dir);
-    if (l < 0 || (size_t)l >= sizeof(path) || (n = read_small(path, buf, sizeof(buf))) < 0)
+    if ((n = read_value(dir, "cpu.cfs_quota_us", buf, sizeof(buf))) < 0 ||
+        parse_ll(buf, buf + n, &q) < 0 || q <= 0)
         return 0;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        n--;
-    if (parse_ll(buf, buf + n, &q) < 0 || q <= 0)
-        return 0;
-    l = snprintf(path, sizeof(path), "%s/cpu.cfs_period_us", dir);
-    if (l < 0 || (size_t)l >= sizeof(path) || (n = read_small(path, buf, sizeof(buf))) < 0)
-        return 0;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        n--;
-    if (parse_ll(buf, buf + n, &p) < 0)
+    if ((n = read_value(dir, "cpu.cfs_period_us", buf, sizeof(buf))) < 0 ||
+        parse_ll(buf, buf + n, &p) < 0)
         return 0;
     return quota_ncpus(q, p);
 }
@@ -364,16 +372,12 @@ static int level_v1(const char *dir)
  * controller, so its absence is the check for it. */
 static int level_v2(const char *dir)
 {
-    char path[PATH_MAX], buf[64];
+    char buf[64];
     long long q, p;
     ssize_t n;
 
-    int l = snprintf(path, sizeof(path), "%s/cpu.max", dir);
-    if (l < 0 || (size_t)l >= sizeof(path) || (n = read_small(path, buf, sizeof(buf))) < 0)
+    if ((n = read_value(dir, "cpu.max", buf, sizeof(buf))) < 0)
         return 0;
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        n--;
-    buf[n] = '\0';
     char *sp = strchr(buf, ' ');
     if (!sp || parse_ll(buf, sp, &q) < 0 || parse_ll(sp + 1, buf + n, &p) < 0)
         return 0; /* "max ...", a lone word or garbage */
