@@ -299,7 +299,7 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
     struct pp_task *t = NULL;
     uint64_t st = 0;
     bool mine = false;
-    if (r == 1 && pp_tok_idx(tok) < pp_load_relaxed(&s->sh->nrecs)) {
+    if (r == 1 && pp_tok_idx(tok) < pp_load_acquire(&s->sh->nrecs)) { /* as handle_done */
         t = pp__task_of(s, pp_tok_idx(tok));
         st = pp_load_acquire(&t->rec->state);
         if (pp_st_gen(st) != pp_tok_gen(tok))
@@ -332,7 +332,7 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
     if (t) {
         switch (pp_st_phase(st)) {
         case PP_ST_QUEUED: /* taken, never owned: run it elsewhere, once */
-            pp__enqueue(s, t);
+            pp__enqueue(s, t, t->rec->submit_cpu);
             break;
         case PP_ST_RUNNING: /* started, not published: its job failed */
             if (mine)

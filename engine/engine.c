@@ -50,7 +50,10 @@ bool pp__in_engine(struct pp_server *s)
  * produced by a correct consumer) is ignored rather than acted on. */
 void pp__handle_done(struct pp_server *s, uint64_t tok)
 {
-    if (pp_tok_idx(tok) >= pp_load_relaxed(&s->sh->nrecs))
+    /* Acquire: pairs with the release of nrecs in pool.c grow(), so the
+     * task chunk is visible to this thread (the token came through
+     * another process, which ThreadSanitizer cannot follow). */
+    if (pp_tok_idx(tok) >= pp_load_acquire(&s->sh->nrecs))
         return;
     struct pp_task *t = pp__task_of(s, pp_tok_idx(tok));
     uint64_t st = pp_load_acquire(&t->rec->state); /* D2 */
@@ -111,7 +114,7 @@ static void spawn_slot(struct pp_server *s, int i)
      * main thread usually runs on the first, and with one worker fewer
      * than CPUs it keeps a core of its own. */
     int na = s->ncpus_allowed;
-    w->cpu = s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1;
+    pp_store_relaxed(&w->cpu, s->cfg.pin && na > 0 ? s->cpus_allowed[na - 1 - i % na] : -1);
     if ((unsigned)i + 1 > pp_load_relaxed(&s->sh->slots_used))
         pp_store_release(&s->sh->slots_used, (unsigned)i + 1);
     pp__set_live(s->sh, (uint32_t)i, true); /* awake from its start */

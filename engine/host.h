@@ -144,7 +144,8 @@ PP_HIDDEN int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
                             const void *arg, size_t len, uint32_t extra_flags,
                             void (*cb)(pp_task *, void *), void *cb_arg,
                             pp_task **ret);
-PP_HIDDEN void pp__enqueue(struct pp_server *s, struct pp_task *t);
+/* Queues a task submitted from CPU cpu (wake.c), or requeues one. */
+PP_HIDDEN void pp__enqueue(struct pp_server *s, struct pp_task *t, int cpu);
 PP_HIDDEN void pp__overflow_drain(struct pp_server *s);
 PP_HIDDEN void pp__finish_by_engine(struct pp_server *s, struct pp_task *t);
 PP_HIDDEN void pp__fail_task(struct pp_server *s, struct pp_task *t, int code,

@@ -58,16 +58,17 @@ static bool grow(struct pp_server *s)
     s->chunks[n] = c;
     s->tchunks[n] = tc;
     s->sh->rec_chunk_off[n] = off;
-    pp_store_release(&s->nchunks, n + 1);
-    /* Release: a consumer that sees an index below nrecs also sees the
-     * chunk's offset (consumer.c). */
-    pp_store_release(&s->sh->nrecs, (n + 1) * PP_REC_CHUNK);
     for (uint32_t i = 0; i < PP_REC_CHUNK; i++) {
         tc[i].rec = &c[i];
         tc[i].srv = s;
         tc[i].idx = n * PP_REC_CHUNK + i;
-        push(s, &tc[i]);
     }
+    pp_store_release(&s->nchunks, n + 1);
+    /* Release: whoever sees an index below nrecs (acquire) also sees the
+     * chunk's offset and its tasks (consumer.c, engine.c). */
+    pp_store_release(&s->sh->nrecs, (n + 1) * PP_REC_CHUNK);
+    for (uint32_t i = 0; i < PP_REC_CHUNK; i++)
+        push(s, &tc[i]);
     ok = true;
 out:
     pthread_mutex_unlock(&s->pool_lock);

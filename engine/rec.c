@@ -21,11 +21,11 @@ static inline uint64_t with_phase(uint64_t st, uint32_t phase)
     return (st & ~PP_ST_PHASE) | phase;
 }
 
-uint64_t pp__rec_queue(struct pp_rec *r, uint32_t idx)
+void pp__rec_queue(struct pp_rec *r, uint32_t idx, uint64_t *ret_tok)
 {
     uint32_t gen = pp_st_gen(pp_load_relaxed(&r->state)) + 1;
+    *ret_tok = pp_tok(gen, idx); /* before Q1, which must publish it too */
     pp_store_release(&r->state, ((uint64_t)gen << 32) | PP_ST_QUEUED); /* Q1 */
-    return pp_tok(gen, idx);
 }
 
 void pp__rec_unqueue(struct pp_rec *r)

@@ -125,8 +125,9 @@ static inline _Atomic uint32_t *pp_rec_futex(struct pp_rec *r)
 #endif
 
 /* Submitter: a fresh record (FREE) becomes QUEUED in the next generation;
- * returns the ring token.  Release: publishes the submitter's writes. */
-PP_HIDDEN uint64_t pp__rec_queue(struct pp_rec *r, uint32_t idx);
+ * *ret_tok gets the ring token.  Release: publishes the submitter's
+ * writes, *ret_tok included. */
+PP_HIDDEN void pp__rec_queue(struct pp_rec *r, uint32_t idx, uint64_t *ret_tok);
 /* Back to FREE (generation kept; the next pp__rec_queue raises it). */
 PP_HIDDEN void pp__rec_unqueue(struct pp_rec *r);
 /* Consumer: QUEUED(gen of tok) -> RUNNING(owner).  False for a token whose

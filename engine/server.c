@@ -98,7 +98,7 @@ static int setup_segment(struct pp_server *s)
     sh->spin_ns = (uint64_t)s->cfg.spin_us * 1000u;
     sh->max_queued_set = s->cfg.max_queued != 0;
     for (int i = 0; i < PP_MAX_WORKERS; i++)
-        s->sh->wcb[i].cpu = -1;
+        atomic_init(&s->sh->wcb[i].cpu, -1);
     return 0;
 }
 

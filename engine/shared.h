@@ -50,7 +50,7 @@ struct pp_wcb {
     pp_cacheline_aligned _Atomic uint32_t wake; /* its futex: sleeps here */
     _Atomic uint32_t stop;       /* host: exit before the next job */
     _Atomic int32_t pid;
-    int32_t cpu;                 /* -1 = not pinned */
+    _Atomic int32_t cpu;         /* -1 = not pinned; read by wakers */
     uint32_t restart;
 };
 

@@ -51,8 +51,10 @@ void pp__overflow_drain(struct pp_server *s)
     pthread_mutex_lock(&s->ovf_lock);
     while (s->ovf_head) {
         unsigned n = 0;
-        for (struct pp_task *t = s->ovf_head; t && n < OVF_BATCH; t = t->next)
+        for (struct pp_task *t = s->ovf_head; t && n < OVF_BATCH; t = t->next) {
             toks[n++] = t->tok;
+            PP_TSAN_RELEASE(&t->rec->state); /* handed over (atomic.h) */
+        }
         unsigned k = pp_ring_enqueue_burst_mp(s->ring, toks, n);
         for (unsigned i = 0; i < k; i++)
             s->ovf_head = s->ovf_head->next;
@@ -70,13 +72,15 @@ void pp__overflow_drain(struct pp_server *s)
         pp__wake_for_jobs(s->sh, moved, my_cpu());
 }
 
-void pp__enqueue(struct pp_server *s, struct pp_task *t)
+void pp__enqueue(struct pp_server *s, struct pp_task *t, int cpu)
 {
+    uint64_t tok = t->tok;
+
     /* Fast path: nobody waits in overflow (so FIFO order holds) and the
      * ring has room. */
-    int cpu = t->rec->submit_cpu; /* t may be finished once it is queued */
+    PP_TSAN_RELEASE(&t->rec->state); /* handed over (atomic.h) */
     if (pp_likely(pp_load_relaxed(&s->ovf_len) == 0) &&
-        pp_likely(pp_ring_enqueue_mp(s->ring, t->tok))) {
+        pp_likely(pp_ring_enqueue_mp(s->ring, tok))) {
         pp__wake_for_jobs(s->sh, 1, cpu);
         return;
     }
@@ -186,14 +190,15 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     r->err_len = 0;
     r->res_where = PP_RES_TINY;
     r->res_len = 0;
-    r->submit_cpu = (int16_t)my_cpu();
+    int cpu = my_cpu();
+    r->submit_cpu = (int16_t)cpu;
     t->cb = cb;
     t->cb_arg = cb_arg;
-    t->tok = pp__rec_queue(r, t->idx); /* Q1 (rec.c) */
+    pp__rec_queue(r, t->idx, &t->tok); /* Q1 (rec.c) */
     atomic_fetch_add_explicit(&s->submitted[ci], 1, memory_order_relaxed);
     if (ret)
         *ret = t;
-    pp__enqueue(s, t); /* t may be gone from here on when !ret */
+    pp__enqueue(s, t, cpu); /* t may be gone from here on when !ret */
     admitted_done(s);
     return 0;
 }

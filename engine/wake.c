@@ -110,7 +110,7 @@ static bool wake_one(struct pp_shared *sh, int avoid_cpu)
             uint64_t bit = 1ull << b;
             m &= ~bit;
             uint32_t slot = i * 64 + b;
-            if (avoid_cpu >= 0 && sh->wcb[slot].cpu == avoid_cpu)
+            if (avoid_cpu >= 0 && pp_load_relaxed(&sh->wcb[slot].cpu) == avoid_cpu)
                 continue;
             if (atomic_fetch_and(&sh->sleeping[i], ~bit) & bit) {
                 pp__wake_slot(sh, slot);

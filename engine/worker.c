@@ -251,10 +251,11 @@ void pp__worker_main(struct pp_shared *sh, char *base, int slot)
     pp__cons_init(&w->k, sh, base, (uint32_t)slot);
     w->wcb = &sh->wcb[slot];
     w->spin_ns = sh->spin_ns;
-    if (w->wcb->cpu >= 0) {
+    int cpu = pp_load_relaxed(&w->wcb->cpu);
+    if (cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
-        CPU_SET(w->wcb->cpu, &set);
+        CPU_SET(cpu, &set);
         sched_setaffinity(0, sizeof(set), &set);
     }
     prctl(PR_SET_NAME, "pp-worker", 0, 0, 0);

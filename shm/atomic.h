@@ -18,6 +18,21 @@
 #define pp_store_release(p, v) atomic_store_explicit((p), (v), memory_order_release)
 #define pp_fence_seq_cst() atomic_thread_fence(memory_order_seq_cst)
 
+/*
+ * An edge that goes through another process.  A record's hand-off from a
+ * host thread to the engine thread runs host -> ring -> worker process ->
+ * done ring -> engine; ThreadSanitizer sees neither the worker nor the
+ * rings' other ends, so the host says "release" on the record's state at
+ * the instant it hands the record over, and the engine's acquire load of
+ * that state then joins it.  No code outside ThreadSanitizer builds.
+ */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define PP_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#else
+#define PP_TSAN_RELEASE(p) ((void)(p))
+#endif
+
 #define PP_CACHELINE 64
 #define pp_cacheline_aligned __attribute__((aligned(PP_CACHELINE)))
 
