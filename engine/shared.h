@@ -165,6 +165,9 @@ PP_HIDDEN bool pp__spin_leave(struct pp_shared *sh, uint32_t slot);
 PP_HIDDEN struct pp_rec *pp__sleep(struct pp_cons *k, uint64_t *tok);
 /* n jobs were queued by a thread on CPU cpu (-1: unknown). */
 PP_HIDDEN void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu);
+/* A worker took a job that a submitter may have left to it: if more wait
+ * and someone sleeps, wake one (not on CPU cpu, that job's submitter's). */
+PP_HIDDEN void pp__pass_duty(struct pp_shared *sh, struct pp_ring *ring, int cpu);
 /* Wakes up to n sleeping workers, wherever they are (the host is about
  * to block, or a worker went away). */
 PP_HIDDEN void pp__wake_any(struct pp_shared *sh, unsigned n);

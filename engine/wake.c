@@ -130,10 +130,22 @@ static bool nobody_awake(struct pp_shared *sh)
     return true;
 }
 
+static bool anyone_sleeping(struct pp_shared *sh)
+{
+    uint64_t any = 0;
+    for (unsigned i = 0; i < NWORDS; i++)
+        any |= pp_load_relaxed(&sh->sleeping[i]);
+    return any != 0;
+}
+
 void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu)
 {
     pp_fence_seq_cst(); /* W1: our enqueue before the reads of the bits */
-    if (pp_likely(anyone_spinning(sh)))
+    /* The sleeping bits change only when a worker falls asleep or wakes,
+     * so this line stays in the submitter's cache; the spinning bits
+     * change with every job a spinner takes and are read only when
+     * someone sleeps. */
+    if (pp_likely(!anyone_sleeping(sh)) || anyone_spinning(sh))
         return;
     unsigned woke = 0;
     while (woke < n && wake_one(sh, cpu))
@@ -146,6 +158,15 @@ void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu)
         wake_one(sh, -1);
     else if (pp_load_relaxed(&sh->deferred) == 0 && atomic_exchange(&sh->deferred, 1) == 0)
         wake_one(sh, -1);
+}
+
+void pp__pass_duty(struct pp_shared *sh, struct pp_ring *ring, int cpu)
+{
+    /* The sleeping bits first: they are read-mostly, while the ring's
+     * positions were just written by the submitter (a cache miss on the
+     * round trip of every job). */
+    if (anyone_sleeping(sh) && pp_ring_count(ring))
+        pp__wake_for_jobs(sh, 1, cpu);
 }
 
 void pp__wake_any(struct pp_shared *sh, unsigned n)

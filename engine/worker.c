@@ -63,8 +63,8 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
             if (pp_ring_count(w->k.ring) && (r = pp__cons_take(&w->k, tok)) != NULL) {
                 w->spin_ns = pp__spin_adapt(w->spin_ns, true, sh->spin_ns);
                 pp_store_relaxed(&w->k.c->idle, 0);
-                if (pp__spin_leave(sh, w->k.slot) && pp_ring_count(w->k.ring))
-                    pp__wake_for_jobs(sh, 1, r->submit_cpu);
+                if (pp__spin_leave(sh, w->k.slot))
+                    pp__pass_duty(sh, w->k.ring, r->submit_cpu);
                 return r;
             }
             if ((i & 255) == 0) {
@@ -91,8 +91,7 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
         if (r) {
             /* A submitter may have left this job, and those behind it, to
              * us while we still spun: pass the duty on. */
-            if (pp_ring_count(w->k.ring))
-                pp__wake_for_jobs(sh, 1, r->submit_cpu);
+            pp__pass_duty(sh, w->k.ring, r->submit_cpu);
             return r;
         }
     }
