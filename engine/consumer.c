@@ -102,6 +102,18 @@ static void to_engine(struct pp_cons *k, uint64_t tok)
     kick_engine(k->sh);
 }
 
+void pp__cons_prepare(struct pp_cons *k, struct pp_rec *r, uint64_t tok)
+{
+    struct pp_consumer *c = k->c;
+
+    if (!(r->flags & PP_RF_ENGINE)) {
+        uint32_t ci = r->group;
+        c->fin_ci = ci;
+        c->fin_val = pp_load_relaxed(&c->group_done[ci]) + 1;
+        pp_store_release(&c->fin_tok, tok + 1); /* F1 */
+    }
+}
+
 void pp__cons_complete(struct pp_cons *k, struct pp_rec *r, uint64_t tok)
 {
     struct pp_consumer *c = k->c;
@@ -113,15 +125,10 @@ void pp__cons_complete(struct pp_cons *k, struct pp_rec *r, uint64_t tok)
             to_engine(k, tok);
         }
     } else {
-        _Atomic uint64_t *cnt = &c->group_done[ci];
-        uint64_t v = pp_load_relaxed(cnt) + 1;
-        c->fin_ci = ci;
-        c->fin_val = v;
-        pp_store_release(&c->fin_tok, tok + 1); /* F1 */
         uint64_t old = pp__rec_publish(r, tok, k->slot, PP_ST_DONE);
         if (old) {
             pp__fault_point(PP_FP_EXECUTED, r, tok);
-            pp_store_release(cnt, v); /* G1 */
+            pp_store_release(&c->group_done[ci], c->fin_val); /* G1 */
             pp__group_signal(k->sh, ci);
             if (old & PP_ST_ORPHAN)
                 to_engine(k, tok); /* released early: the engine frees it */

@@ -79,6 +79,9 @@ PP_HIDDEN void pp__cons_init(struct pp_cons *k, struct pp_shared *sh, char *base
 /* Takes the next token and owns its record.  Returns the record, or NULL
  * when the ring is empty.  Stale tokens are dropped on the way. */
 PP_HIDDEN struct pp_rec *pp__cons_take(struct pp_cons *k, uint64_t *ret_tok);
+/* Before the last writes to a record it owns: records, for a
+ * post-mortem, the group count that publishing will raise. */
+PP_HIDDEN void pp__cons_prepare(struct pp_cons *k, struct pp_rec *r, uint64_t tok);
 /* Publishes a record it owns whose status and result are written, hands
  * it to whoever finishes it, and forgets the token. */
 PP_HIDDEN void pp__cons_complete(struct pp_cons *k, struct pp_rec *r, uint64_t tok);

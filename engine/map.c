@@ -79,7 +79,7 @@ int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn)
         }
         err_len = 0;
     }
-    struct pp_job chunk = { .w = w, .rec = rec, .res = rec->tiny_res };
+    struct pp_job chunk = { .w = w, .rec = rec };
     memcpy(pp__res_space(&chunk, sizeof(res)), &res, sizeof(res)); /* inline */
     pp__res_settle(&chunk);
     return 0; /* item failures travel in the result, not as chunk status */

@@ -97,7 +97,7 @@ void *pp__res_space(struct pp_job *job, size_t len)
 {
     if (len <= PP_TINY) {
         drop_block(job);
-        job->res = job->rec->tiny_res;
+        job->res = job->tiny;
     } else if (len <= PP_INLINE_MAX) {
         drop_block(job);
         job->res = job->rec->inl_res;
@@ -129,7 +129,10 @@ void pp__res_settle(struct pp_job *job)
         rec->res_where = PP_RES_BLOCK;
         /* From here the record names the block (consumer.c: held). */
         pp__cons_block_release(&job->w->k, job->res_block);
+    } else if (job->res == rec->inl_res) {
+        rec->res_where = PP_RES_INLINE;
     } else {
-        rec->res_where = job->res == rec->inl_res ? PP_RES_INLINE : PP_RES_TINY;
+        memcpy(rec->tiny_res, job->tiny, job->res_len <= PP_TINY ? job->res_len : PP_TINY);
+        rec->res_where = PP_RES_TINY;
     }
 }

@@ -56,14 +56,19 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
         if ((r = pp__cons_take(&w->k, tok)) != NULL)
             return r;
         pp_store_relaxed(&w->k.c->idle, 1);
-        pp__spin_enter(sh, w->k.slot);
         uint64_t spin_end = pp_now_ns() + w->spin_ns;
+        /* Announced as a spinner only after the first stretch: a job that
+         * comes at once (one in flight, a steady stream) then costs no
+         * atomic on the shared line, and a submitter that found nobody
+         * announced merely wakes a sleeper it did not need to.  Busy-poll
+         * workers never sleep, so nobody needs to know they spin. */
+        bool announced = false;
         for (unsigned i = 1;; i++) {
             pp_cpu_relax();
             if (pp_ring_count(w->k.ring) && (r = pp__cons_take(&w->k, tok)) != NULL) {
                 w->spin_ns = pp__spin_adapt(w->spin_ns, true, sh->spin_ns);
                 pp_store_relaxed(&w->k.c->idle, 0);
-                if (pp__spin_leave(sh, w->k.slot))
+                if (announced && pp__spin_leave(sh, w->k.slot))
                     pp__pass_duty(sh, w->k.ring, r->submit_cpu);
                 return r;
             }
@@ -74,6 +79,10 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
                 /* Busy-poll users asked for a core of their own. */
                 if (sh->busy_poll)
                     continue;
+                if (!announced) {
+                    pp__spin_enter(sh, w->k.slot);
+                    announced = true;
+                }
                 /* Let a thread that shares our CPU (often the very
                  * submitter we wait for) run.  If one did (the yield took
                  * long), our spinning only takes its CPU away: sleep. */
@@ -85,7 +94,8 @@ static struct pp_rec *take(struct pp_worker *w, uint64_t *tok)
         w->spin_ns = pp__spin_adapt(w->spin_ns, false, sh->spin_ns);
         /* S1: leave the spinners before the last look at the ring (in
          * pp__sleep); pairs with the submitter's W1 (wake.c). */
-        pp__spin_leave(sh, w->k.slot);
+        if (announced)
+            pp__spin_leave(sh, w->k.slot);
         r = pp__sleep(&w->k, tok);
         pp_store_relaxed(&w->k.c->idle, 0);
         if (r) {
@@ -112,8 +122,8 @@ pp_fn *pp__worker_fn(struct pp_worker *w, uint32_t id, char *err, size_t errlen)
     return w->fns[id] = pp__fn_resolve(w->k.sh, id, err, errlen);
 }
 
-/* Settles a job's status and result after its function returned. */
-static void job_finish(struct pp_job *job, int *status)
+/* Settles a job's status after its function returned. */
+static void job_status(struct pp_job *job, int *status)
 {
     /* An explicit pp_job_fail wins; then a result request that failed
      * (and was not followed by one that worked) is the real cause. */
@@ -127,7 +137,6 @@ static void job_finish(struct pp_job *job, int *status)
                          *status, strerror_r(-*status, buf, sizeof(buf)));
         *job->err_len = (uint32_t)(n < PP_ERRMSG_MAX ? n : PP_ERRMSG_MAX - 1);
     }
-    pp__res_settle(job);
 }
 
 /* Runs a record this worker owns (RUNNING) and completes it. */
@@ -137,11 +146,11 @@ static void run(struct pp_worker *w, struct pp_rec *rec, uint64_t tok)
     struct pp_job job = {
         .w = w,
         .rec = rec,
+        .res = NULL,
         .arg = (rec->flags & PP_RF_ARG_EXT) ? (const void *)pp_seg_ptr(&w->k.seg, rec->arg_off)
                : len <= PP_TINY                ? (const void *)rec->tiny_arg
                                                : (const void *)rec->inl_arg,
         .arg_len = len,
-        .res = rec->tiny_res,
         .err = rec->err,
         .err_len = &rec->err_len,
     };
@@ -150,20 +159,26 @@ static void run(struct pp_worker *w, struct pp_rec *rec, uint64_t tok)
     pp__fault_point(PP_FP_STARTED, rec, tok);
     pp_fn *fn = pp__worker_fn(w, rec->fn_id, rec->err, PP_ERRMSG_MAX);
     uint64_t t0 = pp__ticks();
+    bool settle = true;
     if (pp_unlikely(!fn)) {
         rec->err_len = (uint32_t)strlen(rec->err);
         status = -ENOEXEC;
     } else if (rec->flags & PP_RF_MAP) {
-        status = pp__map_run(w, rec, fn);
+        status = pp__map_run(w, rec, fn); /* settled its result itself */
+        settle = false;
     } else {
         status = fn(&job);
-        job_finish(&job, &status);
+        job_status(&job, &status);
     }
     uint64_t t1 = pp__ticks();
-    rec->status = status;
     struct pp_consumer *c = w->k.c;
     pp_store_relaxed(&c->njobs, pp_load_relaxed(&c->njobs) + 1);
     pp_store_relaxed(&c->busy_ticks, pp_load_relaxed(&c->busy_ticks) + (t1 - t0));
+    pp__cons_prepare(&w->k, rec, tok);
+    /* The record's first line last, in one burst (see pp_job.tiny). */
+    if (settle)
+        pp__res_settle(&job);
+    rec->status = status;
     pp__cons_complete(&w->k, rec, tok);
 }
 

@@ -30,10 +30,16 @@ struct pp_job {
     int alloc_err;           /* a result request that failed */
     char *err;               /* where pp_job_fail writes */
     uint32_t *err_len;
+    /* A tiny result is written here and copied into the record's first
+     * line with the status, just before it is published: that line moves
+     * between the host (which polls its state) and the worker, and one
+     * burst of stores takes it once instead of once per store. */
+    _Alignas(8) unsigned char tiny[PP_TINY];
 };
 
 /* payload.c, consumer side: room for a result of len bytes (tiny, inline
- * or a page-heap block), and writing where it is into the record. */
+ * or a page-heap block), and writing where it is into the record (call
+ * it last before pp__cons_complete: see pp_job.tiny). */
 PP_HIDDEN void *pp__res_space(struct pp_job *job, size_t len);
 PP_HIDDEN void pp__res_settle(struct pp_job *job);
 

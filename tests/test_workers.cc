@@ -265,3 +265,40 @@ TEST_F(Workers, MaxQueuedBlocks)
     ASSERT_EQ(pp_wait(srv.get(), nullptr, 10000), 0);
     EXPECT_EQ(scratch()->runs.load(), 3);
 }
+
+/*
+ * With one worker per CPU (the default), a job is not handed to the worker
+ * on the submitter's CPU while another worker is awake; but when every
+ * other worker is busy in a long job, a queued job still starts soon
+ * (wake.c: deferral), even though the submitter never blocks in pp.
+ * Three rounds: the first deferral, then later ones while it is set.
+ */
+TEST_F(Workers, QueuedJobStartsWhileOthersRunLongJobs)
+{
+    ServerPtr srv = make_server(PP_AUTODETECT);
+    ASSERT_NE(srv, nullptr);
+    const int n = pp_get_ncpus(srv.get());
+    ASSERT_GE(n, 1);
+    if (n < 2)
+        GTEST_SKIP() << "needs 2 or more CPUs (this process may use " << n << ")";
+    ASSERT_LE(n + 3, kSlots);
+    std::vector<TaskPtr> keep;
+    /* n - 1 workers busy for the whole test. */
+    for (int i = 0; i < n - 1; i++)
+        keep.push_back(submit_block(srv.get(), i, 30000));
+    for (int round = 0; round < 3; round++) {
+        int slot = n - 1 + round;
+        TaskPtr t = submit_block(srv.get(), slot, 30000);
+        ASSERT_NE(t, nullptr);
+        /* Polling without any pp call: the submitter keeps its CPU. */
+        ASSERT_TRUE(wait_until([&] { return scratch()->pid[slot].load() != 0; }, 5000))
+            << "round " << round << ": the job never started although a worker was free";
+        scratch()->release[slot].store(1);
+        ASSERT_EQ(pp_task_wait(t.get(), 10000), 0);
+        EXPECT_EQ(task_status(t.get()), 100 + slot);
+    }
+    for (int i = 0; i < n - 1; i++)
+        scratch()->release[i].store(1);
+    for (auto &t : keep)
+        ASSERT_EQ(pp_task_wait(t.get(), 10000), 0);
+}
