@@ -337,7 +337,7 @@ static int payload_plot(FILE *gp, const char *dir, const struct bench_result *re
                 "set output 'payload.png'\n"
                 "set multiplot layout 2,1 title \"payload throughput: pp and the best "
                 "variant of each peer, best round per size (higher is better)\"\n"
-                "set logscale x 2\nset format x '%%.0b %%BB'\nset logscale y\n"
+                "set logscale x 2\nset format x '%%.0b %%BB'\nset logscale y\nset format y '%%g'\n"
                 "set xrange [%g:%g]\nset yrange [%g:%g]\n"
                 "set xlabel 'argument bytes'\nset ylabel 'GB/s'\n"
                 "set lmargin at screen 0.08\nset rmargin at screen 0.6\n"
@@ -358,7 +358,7 @@ static int payload_plot(FILE *gp, const char *dir, const struct bench_result *re
         }
         plot_blocks(gp, "payload.dat", first[e], s[e], ns[e], extra);
     }
-    fprintf(gp, "unset multiplot\nunset logscale x\nunset logscale y\nset format x '%%g'\n"
+    fprintf(gp, "unset multiplot\nunset logscale x\nunset logscale y\nset format x '%%g'\nset format y '%%g'\n"
                 "set autoscale\nunset lmargin\nunset rmargin\n"
                 "set terminal pngcairo size 1000,600 noenhanced font ',11'\n");
     return ns[0] + ns[1];
