@@ -312,22 +312,24 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
         if (pp_st_gen(st) != pp_tok_gen(tok))
             t = NULL; /* handed over and reused since: nothing to do */
         else
-            mine = pp_st_owner(st) == slot + 1;
+            mine = pp__rec_owned_by(t->rec, tok, slot);
     }
 
-    /* Blocks first, while the record it owned still names its own. */
+    /* Owned and not published: nobody else touches that record now.  A
+     * published one may be the user's already (only its state is read). */
+    bool unpublished = t && mine && pp_st_phase(st) == PP_ST_QUEUED;
+
+    /* Blocks first, while the record it owned still names its own (held[]
+     * is cleared before publishing, so only an unpublished record can
+     * name a block held[] names too). */
     uint64_t blks[PP_PAGES_NCLASS * PP_BLOCK_STASH + 4 + PP_RET_RING_CAP];
     unsigned nb = held_blocks(s, c, slot, blks, sizeof(blks) / sizeof(blks[0]));
-    uint64_t keep = t && mine && pp_st_phase(st) >= PP_ST_RUNNING &&
-                            t->rec->res_where == PP_RES_BLOCK
-                        ? t->rec->res_off
-                        : 0;
+    uint64_t keep = unpublished && t->rec->res_where == PP_RES_BLOCK ? t->rec->res_off : 0;
     free_blocks(s, blks, nb, keep);
 
     /* A DONE it published whose group count it had not raised yet (the
      * record may be reused by now; the slot says which count). */
     uint64_t fin = pp_load_acquire(&c->fin_tok);
-    bool unpublished = t && mine && pp_st_phase(st) == PP_ST_RUNNING;
     if (fin != 0 && !unpublished) {
         _Atomic uint64_t *cnt = &c->group_done[c->fin_ci % PP_NCI];
         if (pp_load_relaxed(cnt) < c->fin_val) {
@@ -338,12 +340,11 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
 
     if (t) {
         switch (pp_st_phase(st)) {
-        case PP_ST_QUEUED: /* taken, never owned: run it elsewhere, once */
-            pp__enqueue(s, t, t->rec->submit_cpu);
-            break;
-        case PP_ST_RUNNING: /* started, not published: its job failed */
-            if (mine)
+        case PP_ST_QUEUED:
+            if (mine) /* started, not published: its job failed */
                 pp__fail_task(s, t, -ECHILD, death);
+            else if (pp_st_gen(pp_load_relaxed(&t->rec->own)) != pp_tok_gen(tok))
+                pp__enqueue(s, t, t->rec->submit_cpu); /* taken, never owned */
             break;
         case PP_ST_EXECUTED: /* published, never handed over */
             if (mine)

@@ -14,7 +14,7 @@
  * pp__cons_repair), decided from the token's generation and the record's
  * state, never from a claim alone:
  *   took the token, did not own the record yet   -> requeued once
- *   owned it (RUNNING, owner = it), not published -> failed, -ECHILD, once
+ *   owned it (rec->own = it), not published       -> failed, -ECHILD, once
  *   published EXECUTED, not handed to the engine  -> finished once
  *   published DONE, group count not raised yet    -> count raised once
  *   handed over (or the record reused since)      -> nothing

@@ -307,7 +307,6 @@ static void cancel_everything(struct pp_server *s)
             struct pp_task *t = &s->tchunks[c][i];
             switch (pp_st_phase(pp_load_acquire(&t->rec->state))) {
             case PP_ST_QUEUED:
-            case PP_ST_RUNNING:
                 pp__fail_task(s, t, -ECANCELED, "cancelled: the server was destroyed");
                 break;
             case PP_ST_EXECUTED:

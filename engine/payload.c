@@ -32,7 +32,7 @@ int pp__arg_put(struct pp_server *s, struct pp_rec *r, const void *arg, size_t l
         return 0;
     }
     if (len <= PP_INLINE_MAX) {
-        r->arg_off = 0;
+        /* arg_off is not written: its line belongs to the consumer. */
         if (len)
             memcpy(len <= PP_TINY ? r->tiny_arg : r->inl_arg, arg, len);
         return 0;
@@ -51,7 +51,6 @@ void pp__arg_free(struct pp_server *s, struct pp_rec *r)
     if (r->flags & PP_RF_ARG_ARENA)
         pp_arena_free(s->arena, pp_seg_ptr(&s->seg, r->arg_off));
     r->flags &= ~(uint32_t)(PP_RF_ARG_ARENA | PP_RF_ARG_EXT);
-    r->arg_off = 0;
 }
 
 const void *pp__res_data(struct pp_server *s, const struct pp_rec *r)

@@ -36,16 +36,19 @@ void pp__rec_unqueue(struct pp_rec *r)
 
 bool pp__rec_own(struct pp_rec *r, uint64_t tok, uint32_t owner)
 {
-    uint64_t st = pp_load_relaxed(&r->state);
+    /* O1: pairs with Q1.  A shared read of the state's line: the host
+     * polls it, so it is not taken away from the host here. */
+    uint64_t st = pp_load_acquire(&r->state);
+    if (pp_st_gen(st) != pp_tok_gen(tok) || pp_st_phase(st) != PP_ST_QUEUED)
+        return false;
+    /* One CAS per generation can win: whoever owns gen owns it until the
+     * record is reused, so the state is still QUEUED(gen) after a win. */
+    uint64_t o = pp_load_relaxed(&r->own);
     for (;;) {
-        if (pp_st_gen(st) != pp_tok_gen(tok) || pp_st_phase(st) != PP_ST_QUEUED ||
-            pp_st_owner(st) != 0)
-            return false;
-        uint64_t nst = with_phase(st, PP_ST_RUNNING) |
-                       ((uint64_t)(owner + 1) << PP_ST_OWNER_SHIFT);
-        /* O1: pairs with Q1.  A CAS, because the host may be setting
-         * WAITER or ORPHAN meanwhile. */
-        if (atomic_compare_exchange_weak_explicit(&r->state, &st, nst, memory_order_acquire,
+        if (pp_st_gen(o) == pp_tok_gen(tok))
+            return false; /* owned already (a duplicate token) */
+        if (atomic_compare_exchange_weak_explicit(&r->own, &o, pp_own(pp_tok_gen(tok), owner),
+                                                  memory_order_acq_rel,
                                                   memory_order_relaxed))
             return true;
     }
@@ -53,12 +56,13 @@ bool pp__rec_own(struct pp_rec *r, uint64_t tok, uint32_t owner)
 
 uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner, uint32_t phase)
 {
+    if (!pp__rec_owned_by(r, tok, owner))
+        return 0;
     uint64_t st = pp_load_relaxed(&r->state);
     for (;;) {
-        if (pp_st_gen(st) != pp_tok_gen(tok) || pp_st_phase(st) != PP_ST_RUNNING ||
-            pp_st_owner(st) != owner + 1)
+        if (pp_st_gen(st) != pp_tok_gen(tok) || pp_st_phase(st) != PP_ST_QUEUED)
             return 0;
-        /* D1. */
+        /* D1.  A CAS: the host may be setting WAITER or ORPHAN. */
         if (atomic_compare_exchange_weak_explicit(&r->state, &st, with_phase(st, phase),
                                                   memory_order_acq_rel,
                                                   memory_order_relaxed))
@@ -72,8 +76,8 @@ uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner, uint32_
 uint64_t pp__rec_done(struct pp_rec *r)
 {
     uint64_t st = pp_load_relaxed(&r->state);
-    /* D1; WAITER, ORPHAN and the owner go: whoever sees ORPHAN in the
-     * returned state frees the record. */
+    /* D1; WAITER and ORPHAN go: whoever sees ORPHAN in the returned
+     * state frees the record. */
     while (!atomic_compare_exchange_weak_explicit(
         &r->state, &st, (st & ~(uint64_t)0xffffffffu) | PP_ST_DONE, memory_order_acq_rel,
         memory_order_relaxed))

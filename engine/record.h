@@ -12,21 +12,27 @@
  *
  * The state word (64 bits, changed only by the functions of rec.c):
  *
- *   bits  0..3   phase: FREE, QUEUED, RUNNING, EXECUTED, DONE
+ *   bits  0..3   phase: FREE, QUEUED, EXECUTED, DONE
  *   bit   8      WAITER: a host thread sleeps on the futex (low half)
  *   bit   9      ORPHAN: the user released the task before DONE
- *   bits 16..31  owner: consumer slot + 1 that runs or ran it (0 = none)
  *   bits 32..63  generation: raised each time the record is reused
  *
- *   FREE -submit-> QUEUED -consumer owns-> RUNNING -publish-> DONE
- *                                                 -publish-> EXECUTED -engine-> DONE
+ *   FREE -submit-> QUEUED -consumer publishes-> DONE
+ *                         -consumer publishes-> EXECUTED -engine-> DONE
  *
- * A consumer owns a record only by the CAS QUEUED(gen) -> RUNNING(gen, me)
- * with the generation its token names, and publishes only a record that
- * is RUNNING(gen, me): a stale ring entry or a late write for a reused
- * record is refused, never applied.  The futex lives on the low 32 bits,
- * which hold the phase and WAITER (little-endian: the low half is at the
- * word's address; only the kernel reads it as 32 bits).
+ * and, in the record's second cache line, the ownership word: the
+ * generation a consumer owns the record in and that consumer's slot + 1.
+ * A consumer owns a record only by a CAS of that word to (gen, me), for
+ * the generation its token names while the state is QUEUED(gen), and
+ * publishes only a record it owns: a stale ring entry or a late write for
+ * a reused record is refused, never applied.  The ownership word lives
+ * apart from the state because the host polls the state's line while the
+ * job runs: claiming the record there would cost one more transfer of
+ * that line per job; the second line is written only by consumers (and
+ * by the host for arguments and results outside the record).  The futex
+ * lives on the state's low 32 bits, which hold the phase and WAITER
+ * (little-endian: the low half is at the word's address; only the kernel
+ * reads it as 32 bits).
  */
 #ifndef PP_ENGINE_RECORD_H
 #define PP_ENGINE_RECORD_H
@@ -43,24 +49,19 @@
 
 enum {
     PP_ST_FREE = 0,
-    PP_ST_QUEUED = 1,   /* submitted, waiting for a consumer */
-    PP_ST_RUNNING = 2,  /* owned by a consumer */
+    PP_ST_QUEUED = 1,   /* submitted; maybe owned by a consumer (rec->own) */
     PP_ST_EXECUTED = 3, /* ran; the engine still has to finish it */
     PP_ST_DONE = 4,     /* result final; waiters may read it */
 };
 #define PP_ST_PHASE 0xfull
 #define PP_ST_WAITER (1ull << 8)
 #define PP_ST_ORPHAN (1ull << 9)
-#define PP_ST_OWNER_SHIFT 16
-#define PP_ST_OWNER (0xffffull << PP_ST_OWNER_SHIFT)
 
 static inline uint32_t pp_st_phase(uint64_t st) { return (uint32_t)(st & PP_ST_PHASE); }
 static inline uint32_t pp_st_gen(uint64_t st) { return (uint32_t)(st >> 32); }
-/* The owning consumer slot + 1, 0 = none. */
-static inline uint32_t pp_st_owner(uint64_t st)
-{
-    return (uint32_t)((st & PP_ST_OWNER) >> PP_ST_OWNER_SHIFT);
-}
+
+/* The ownership word: (generation << 32) | (consumer slot + 1). */
+static inline uint64_t pp_own(uint32_t gen, uint32_t slot) { return ((uint64_t)gen << 32) | (slot + 1); }
 
 /* A ring token: the record's index and the generation it was queued in. */
 static inline uint64_t pp_tok(uint32_t gen, uint32_t idx) { return ((uint64_t)gen << 32) | idx; }
@@ -100,8 +101,9 @@ struct pp_rec {
                             that wakes another avoids that CPU (wake.c) */
     _Alignas(8) unsigned char tiny_arg[PP_TINY]; /* 8-aligned, as users read them */
     unsigned char tiny_res[PP_TINY];
-    /* Line 1: where larger payloads are. */
-    pp_cacheline_aligned uint64_t arg_off; /* with PP_RF_ARG_EXT */
+    /* Line 1: who owns it, and where larger payloads are. */
+    pp_cacheline_aligned _Atomic uint64_t own; /* pp_own(gen, slot) of its owner */
+    uint64_t arg_off;    /* with PP_RF_ARG_EXT (else not written) */
     uint64_t res_off;    /* the page-heap block of a PP_RES_BLOCK result */
     uint32_t res_slot;   /* its consumer's return ring, or PP_RES_OWNER_HEAP */
     /* Then the inline result and argument, and the error message. */
@@ -130,18 +132,24 @@ static inline _Atomic uint32_t *pp_rec_futex(struct pp_rec *r)
 PP_HIDDEN void pp__rec_queue(struct pp_rec *r, uint32_t idx, uint64_t *ret_tok);
 /* Back to FREE (generation kept; the next pp__rec_queue raises it). */
 PP_HIDDEN void pp__rec_unqueue(struct pp_rec *r);
-/* Consumer: QUEUED(gen of tok) -> RUNNING(owner).  False for a token whose
- * generation is gone or a record someone else owns: drop the token. */
+/* Consumer: owns a QUEUED(gen of tok) record.  False for a token whose
+ * generation is gone or a record someone owns already: drop the token. */
 PP_HIDDEN bool pp__rec_own(struct pp_rec *r, uint64_t tok, uint32_t owner);
-/* Consumer: RUNNING(gen, owner) -> phase (EXECUTED or DONE), flags kept.
- * Returns the old state, or 0 when the record is not RUNNING(gen, owner)
- * (then nothing changed).  Release: publishes status and result (D1). */
+/* True when consumer slot owns the record in tok's generation. */
+static inline bool pp__rec_owned_by(struct pp_rec *r, uint64_t tok, uint32_t slot)
+{
+    return pp_load_relaxed(&r->own) == pp_own(pp_tok_gen(tok), slot);
+}
+/* Consumer: QUEUED(gen) owned by it -> phase (EXECUTED or DONE), flags
+ * kept.  Returns the old state, or 0 when it does not own the record in
+ * tok's generation (then nothing changed).  Release: publishes status and
+ * result (D1). */
 PP_HIDDEN uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner,
                                    uint32_t phase);
-/* Engine: any phase before DONE -> DONE (owner cleared).  Returns the old
- * state; wakes a WAITER.  D1. */
+/* Engine: any phase before DONE -> DONE.  Returns the old state; wakes a
+ * WAITER.  D1. */
 PP_HIDDEN uint64_t pp__rec_done(struct pp_rec *r);
-/* Engine: QUEUED or RUNNING -> EXECUTED (a failure it reports itself). */
+/* Engine: QUEUED -> EXECUTED (a failure it reports itself). */
 PP_HIDDEN void pp__rec_executed(struct pp_rec *r);
 /* Host: sets WAITER or ORPHAN unless the record is DONE.  Returns the
  * state it set the flag in, or the DONE state it found (check the phase). */

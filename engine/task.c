@@ -6,8 +6,8 @@
  * is.  Callbacks, the server's ownership and early release are decided
  * from the record's flags:
  *
- *   no callback, user handle    QUEUED -> RUNNING -> DONE           (consumer)
- *   callback or server-owned    QUEUED -> RUNNING -> EXECUTED -> DONE (engine)
+ *   no callback, user handle    QUEUED (owned by a consumer) -> DONE
+ *   callback or server-owned    QUEUED (owned) -> EXECUTED -> DONE (engine)
  *
  * ORPHAN (the user released the handle before DONE) makes whoever moves
  * the task to DONE free it; a consumer hands such a record to the engine.

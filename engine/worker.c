@@ -139,7 +139,7 @@ static void job_status(struct pp_job *job, int *status)
     }
 }
 
-/* Runs a record this worker owns (RUNNING) and completes it. */
+/* Runs a record this worker owns and completes it. */
 static void run(struct pp_worker *w, struct pp_rec *rec, uint64_t tok)
 {
     uint32_t len = rec->arg_len;

@@ -68,10 +68,10 @@ void record_cb(pp_task *t, void *arg)
     r->status.store(st);
     r->calls.fetch_add(1);
     b->in_callback.fetch_sub(1);
-    {
-        std::lock_guard<std::mutex> lk(b->mu);
-        b->done++;
-    }
+    /* Notify under the lock: a waiter that sees `done` may destroy the
+     * board (it lives on the test's stack) as soon as the lock is free. */
+    std::lock_guard<std::mutex> lk(b->mu);
+    b->done++;
     b->cv.notify_all();
 }
 
