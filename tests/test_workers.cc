@@ -302,3 +302,41 @@ TEST_F(Workers, QueuedJobStartsWhileOthersRunLongJobs)
     for (auto &t : keep)
         ASSERT_EQ(pp_task_wait(t.get(), 10000), 0);
 }
+
+/*
+ * max_queued is a hard limit with many submitting threads at once: with
+ * no worker taking jobs, exactly max_queued submissions succeed, however
+ * the threads interleave (a check-then-act admission let several pass the
+ * same test).
+ */
+TEST_F(Workers, MaxQueuedIsExactUnderConcurrentSubmitters)
+{
+    for (int round = 0; round < 20; round++) {
+        pp_config cfg;
+        pp_config_init(&cfg);
+        cfg.ncpus = 0;
+        cfg.max_queued = 64;
+        ServerPtr srv = make_server(cfg);
+        ASSERT_NE(srv, nullptr);
+        std::atomic<int> ok{0}, eagain{0}, other{0}, go{0};
+        std::vector<std::thread> th;
+        for (int t = 0; t < 8; t++)
+            th.emplace_back([&] {
+                go.fetch_add(1);
+                while (go.load() < 8) {
+                }
+                for (uint64_t x = 0; x < 40; x++) {
+                    int r = pp_submit(srv.get(), job_square, &x, sizeof x, nullptr, nullptr);
+                    (r == 0 ? ok : r == -EAGAIN ? eagain : other).fetch_add(1);
+                }
+            });
+        for (auto &t : th)
+            t.join();
+        ASSERT_EQ(other.load(), 0);
+        ASSERT_EQ(ok.load(), 64) << "round " << round << ": max_queued 64 let " << ok.load()
+                                 << " jobs in";
+        ASSERT_EQ(eagain.load(), 8 * 40 - 64);
+        ASSERT_EQ(pp_set_ncpus(srv.get(), 1), 0);
+        ASSERT_EQ(pp_wait(srv.get(), nullptr, 20000), 0);
+    }
+}
