@@ -166,7 +166,11 @@ static void held_clear(struct pp_consumer *c, uint64_t off)
             pp_store_release(&c->held[i], 0);
 }
 
-/* Keeps a free block of class cls for later, or gives it to the heap. */
+/* Keeps a free block of class cls for later, or gives it to the heap.
+ * A block that held[] names stops being named there once it is in the
+ * stash (an instant in both is de-duplicated by a post-mortem), but
+ * before it goes back to the heap: a post-mortem must never free a block
+ * the heap already has (at worst, this one leaks). */
 static void stash_put(struct pp_cons *k, unsigned cls, uint64_t off)
 {
     struct pp_consumer *c = k->c;
@@ -174,7 +178,9 @@ static void stash_put(struct pp_cons *k, unsigned cls, uint64_t off)
     if (n < PP_BLOCK_STASH) {
         c->stash[cls][n] = off;
         pp_store_release(&c->nstash[cls], n + 1);
+        held_clear(c, off);
     } else {
+        held_clear(c, off);
         pp_pages_free(&k->sh->pages, &k->seg, off, pp_pages_class_size(cls));
     }
 }
@@ -206,7 +212,6 @@ uint64_t pp__cons_block_get(struct pp_cons *k, size_t len)
 void pp__cons_block_put(struct pp_cons *k, uint64_t blk, size_t len)
 {
     stash_put(k, pp_pages_class(len), blk);
-    held_clear(k->c, blk);
 }
 
 void pp__cons_block_release(struct pp_cons *k, uint64_t blk)
@@ -292,12 +297,7 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
 
     /* What it handed over before it died comes first: a record it
      * finished is then no longer one it "held". */
-    struct pp_spsc *d = pp__done_ring(s->sh, slot);
-    uint64_t toks[64];
-    unsigned k;
-    while ((k = pp_spsc_pop_burst(d, toks, 64)) > 0)
-        for (unsigned i = 0; i < k; i++)
-            pp__handle_done(s, toks[i]);
+    pp__drain_slot(s, (int)slot);
 
     int r = pp_ring_repair(s->ring, &c->claim, live, nlive, &tok);
     if (r == -EAGAIN)

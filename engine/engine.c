@@ -66,7 +66,7 @@ void pp__handle_done(struct pp_server *s, uint64_t tok)
         pp__task_free(s, t);
 }
 
-static unsigned drain_slot(struct pp_server *s, int slot)
+unsigned pp__drain_slot(struct pp_server *s, int slot)
 {
     uint64_t toks[DONE_BATCH];
     unsigned k, total = 0;
@@ -83,7 +83,7 @@ static unsigned drain_all(struct pp_server *s)
 {
     unsigned n = 0, used = pp_load_relaxed(&s->sh->slots_used);
     for (unsigned i = 0; i < used; i++)
-        n += drain_slot(s, (int)i);
+        n += pp__drain_slot(s, (int)i);
     return n;
 }
 

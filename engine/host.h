@@ -160,6 +160,8 @@ PP_HIDDEN void pp__engine_stop(struct pp_server *s);
 PP_HIDDEN void pp__engine_kick(struct pp_server *s);
 PP_HIDDEN bool pp__in_engine(struct pp_server *s);
 PP_HIDDEN void pp__handle_done(struct pp_server *s, uint64_t tok);
+/* Handles every token in a consumer's done ring; returns how many. */
+PP_HIDDEN unsigned pp__drain_slot(struct pp_server *s, int slot);
 
 /* ---- consumer.c, the engine's side: a dead consumer's post-mortem ---- */
 /* Settles what the dead consumer of slot held (see consumer.h).  death is

@@ -199,7 +199,7 @@ static inline unsigned pp__idle_workers(struct pp_shared *sh)
  * is shared, and spinning there slows that thread down. */
 #define PP_YIELD_SHARED_NS 3000
 /* How long a deferred job waits at most for a worker (wake.c). */
-#define PP_DEFER_NS 16000000
+#define PP_DEFER_MS 16
 
 static inline uint64_t pp__spin_adapt(uint64_t cur, bool paid_off, uint64_t max)
 {

@@ -17,7 +17,7 @@
  *   - otherwise the job is deferred: the awake workers will take it when
  *     they are done, but one of them may be in a long job, so the first
  *     deferral also wakes one sleeper once and every sleeper then sleeps
- *     with a short timeout (PP_DEFER_NS) while `deferred` is set, looking
+ *     with a short timeout (PP_DEFER_MS) while `deferred` is set, looking
  *     at the ring each time; the one that finds it empty clears the flag.
  *     A deferred job thus waits at most that long for a free worker, and
  *     a flood of short jobs costs the submitter's CPU one wake-up per
@@ -42,19 +42,8 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <time.h>
 
 #define NWORDS (PP_MAX_WORKERS / 64)
-
-/* Absolute CLOCK_MONOTONIC deadline ns from now. */
-static struct timespec *pp_deadline_ns(struct timespec *ts, uint64_t ns)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ns += (uint64_t)ts->tv_nsec;
-    ts->tv_sec += (time_t)(ns / 1000000000u);
-    ts->tv_nsec = (long)(ns % 1000000000u);
-    return ts;
-}
 
 void pp__spin_enter(struct pp_shared *sh, uint32_t slot)
 {
@@ -191,7 +180,7 @@ struct pp_rec *pp__sleep(struct pp_cons *k, uint64_t *tok)
     if ((r = pp__cons_take(k, tok)) == NULL && !pp_load_relaxed(&sh->wcb[slot].stop)) {
         if (pp_load_relaxed(&sh->deferred)) {
             struct timespec ts;
-            if (pp_futex_wait(w, seq, pp_deadline_ns(&ts, PP_DEFER_NS)) == -ETIMEDOUT &&
+            if (pp_futex_wait(w, seq, pp_deadline(&ts, PP_DEFER_MS)) == -ETIMEDOUT &&
                 (r = pp__cons_take(k, tok)) == NULL)
                 pp_store_relaxed(&sh->deferred, 0); /* nothing was left */
         } else {
