@@ -3,6 +3,9 @@
 with every required field and no infinite or NaN number, every workload
 measured for pp, the default-configuration overhead row present with its
 per-server figures, and every latency line carrying its percentile curve.
+The remote-* workloads need a ppserver node: their pp rows may instead be
+skipped, with the reason in "skipped" and no figure at all (never a
+made-up one); a skipped row that carries a number fails.
 Never checks that a figure is below a bound (machines are noisy)."""
 import json
 import sys
@@ -11,9 +14,15 @@ REQUIRED = ["workload", "system", "workers", "jobs", "payload_bytes", "work_us",
             "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns", "gbps",
             "first_call_ns", "repeat_call_ns", "efficiency", "percentiles",
             "servers", "server_ns", "worst_ns", "median_ns", "best_ns",
-            "machine", "version"]
+            "machine", "version", "skipped"]
 WORKLOADS = ["overhead", "map", "latency", "payload", "cache", "scaling",
              "imbalance", "c2c"]
+# pp rows measured, or skipped (with a reason) when no node is there
+REMOTE_WORKLOADS = ["remote-overhead", "remote-latency", "remote-payload",
+                    "remote-cache"]
+FIGURES = ["work_us", "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns",
+           "gbps", "first_call_ns", "repeat_call_ns", "efficiency", "percentiles",
+           "servers", "server_ns", "worst_ns", "median_ns", "best_ns"]
 
 
 def no_constant(name):
@@ -38,8 +47,22 @@ def check_default(obj):
     return None
 
 
+def check_skipped(obj):
+    """A skipped row: a reason, and not one figure."""
+    why = obj["skipped"]
+    if not isinstance(why, str) or not why.strip():
+        return f"skipped is {why!r}: want null or a reason"
+    if obj["workload"] not in REMOTE_WORKLOADS:
+        return f"{obj['workload']} rows are never skipped"
+    figures = [k for k in FIGURES if obj[k] is not None]
+    if figures:
+        return f"skipped ({why}) but carries {figures}"
+    return None
+
+
 def main(path):
     seen = set()
+    skipped = {}
     default_row = False
     with open(path) as f:
         lines = [l for l in f if l.strip()]
@@ -53,7 +76,15 @@ def main(path):
         if missing:
             print(f"line {n}: missing {missing}")
             return 1
-        if obj["workload"] == "latency":
+        if obj["skipped"] is not None:
+            why = check_skipped(obj)
+            if why:
+                print(f"line {n}: {why}")
+                return 1
+            if obj["system"] == "pp":
+                skipped.setdefault(obj["workload"], obj["skipped"])
+            continue
+        if obj["workload"] in ("latency", "remote-latency"):
             pct = obj["percentiles"]
             if not isinstance(pct, list) or not pct or any(
                     not isinstance(p, list) or len(p) != 2 for p in pct):
@@ -68,13 +99,18 @@ def main(path):
                     return 1
                 default_row = True
     absent = [w for w in WORKLOADS if w not in seen]
+    absent += [w for w in REMOTE_WORKLOADS if w not in seen and w not in skipped]
     if absent:
         print(f"no pp measurement for {absent}")
         return 1
     if not default_row:
         print("no pp overhead row for the default configuration (variant 'default')")
         return 1
-    print(f"ppbench JSON: {len(lines)} lines, all {len(WORKLOADS)} workloads measured for pp")
+    measured = len(WORKLOADS) + len([w for w in REMOTE_WORKLOADS if w in seen])
+    print(f"ppbench JSON: {len(lines)} lines, {measured} of "
+          f"{len(WORKLOADS) + len(REMOTE_WORKLOADS)} workloads measured for pp")
+    for w, why in skipped.items():
+        print(f"  {w}: pp rows skipped: {why}")
     return 0
 
 

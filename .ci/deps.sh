@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc g++ binutils
       liburing-dev libjemalloc-dev libgtest-dev
-      libopenmpi-dev openmpi-bin libzmq3-dev python3 gnuplot-nox)
+      libsodium-dev libopenmpi-dev openmpi-bin libzmq3-dev python3 gnuplot-nox
+      clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

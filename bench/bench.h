@@ -20,7 +20,9 @@
  * measurement that failed is never a line: the workload says why on
  * standard error and returns -errno (ppbench then exits 1), and
  * bench_emit drops, with an error, any line whose figures are infinite
- * or negative.
+ * or negative.  A row that could not be measured at all because
+ * something it needs is missing (a remote row without a ppserver) is a
+ * line with every figure NaN and the reason in skipped.
  */
 struct bench_result {
     char workload[24];
@@ -43,6 +45,7 @@ struct bench_result {
     double server_ns[BENCH_MAX_SERVERS];
     double worst_ns, median_ns, best_ns;
     char version[96];
+    char skipped[200]; /* "" = measured; else why the row was not */
 };
 
 struct bench_opts {
@@ -55,6 +58,17 @@ struct bench_opts {
     const char *plot_dir; /* NULL = no plots */
     const char *self_dir; /* where ppbench lives (peers/ is next to it) */
 };
+
+/* A workload as ppbench runs it: pp's rows, then its peers'. */
+struct bench_workload {
+    const char *name;
+    int (*run)(const struct bench_opts *o);
+};
+
+/* The remote workloads (remote.c): pp with one ppserver node on
+ * loopback, and peers over loopback TCP. */
+extern const struct bench_workload bench_remote_workloads[];
+extern const size_t bench_remote_nworkloads;
 
 /* Output (ppbench.c). */
 void bench_result_init(struct bench_result *r, const char *workload,

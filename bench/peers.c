@@ -66,6 +66,17 @@ static const struct peer_def peer_defs[] = {
     { "peer_mp.py", true, true, "payload", { "apply_async", "imap" } },
     { "peer_mp.py", true, true, "scaling", { "apply_async-pyspin" } },
     { "peer_mp.py", true, true, "imbalance", { "apply_async-pyspin" } },
+    /* remote-*: one worker process over loopback TCP; raw TCP first,
+     * the floor pp's remote rows are compared with */
+    { "peer_tcp", false, false, "remote-overhead", { "window64" } },
+    { "peer_tcp", false, false, "remote-latency", { "ping-pong" } },
+    { "peer_tcp", false, false, "remote-payload", { "echo" } },
+    { "peer_zmq_tcp", false, false, "remote-overhead", { "dealer-router", "push-pull" } },
+    { "peer_zmq_tcp", false, false, "remote-latency", { "req-rep" } },
+    { "peer_zmq_tcp", false, false, "remote-payload", { "dealer-router" } },
+    { "peer_mpi", false, false, "remote-overhead", { "tcp-window64" } },
+    { "peer_mpi", false, false, "remote-latency", { "tcp-send-recv" } },
+    { "peer_mpi", false, false, "remote-payload", { "tcp-window" } },
 };
 
 /* ---------------------------------------------------------------- */

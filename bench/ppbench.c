@@ -2,9 +2,13 @@
  * ppbench.c - the benchmark harness: command line, output, and the order
  * in which workloads and their peers run.
  *
- *   ppbench overhead|map|latency|payload|cache|scaling|imbalance|c2c|all
+ *   ppbench overhead|map|latency|payload|cache|scaling|imbalance|c2c|
+ *           remote-overhead|remote-latency|remote-payload|remote-cache|all
  *           [--workers N] [--jobs N] [--busy-poll] [--json] [--quick]
  *           [--no-peers] [--plot DIR]
+ *
+ * The remote-* workloads (remote.c) run pp against a ppserver node on
+ * loopback; without one their pp rows say why they were skipped.
  *
  * Without --json it prints one table per workload with each peer's ratio
  * to pp; with --json one object per measurement and line, every line with
@@ -196,6 +200,10 @@ static void emit_json(FILE *f, const struct bench_result *r)
     json_num(f, "best_ns", r->best_ns);
     json_str(f, "machine", bench_machine(), false);
     json_str(f, "version", r->version, false);
+    if (r->skipped[0])
+        json_str(f, "skipped", r->skipped, false);
+    else
+        fputs(",\"skipped\":null", f);
     fputs("}\n", f);
     fflush(f);
 }
@@ -240,15 +248,26 @@ void bench_emit(const struct bench_opts *o, const struct bench_result *r)
         emit_json(stdout, r);
 }
 
+/* The local workload a remote-* one is judged like ("remote-latency" ->
+ * "latency"); the name itself otherwise. */
+static const char *base_workload(const char *w)
+{
+    return strncmp(w, "remote-", 7) == 0 ? w + 7 : w;
+}
+
 /* The figure a workload is judged by, and whether lower is better. */
 static double metric(const struct bench_result *r, bool *lower_better)
 {
+    const char *w = base_workload(r->workload);
+
     *lower_better = true;
-    if (strcmp(r->workload, "latency") == 0 || strcmp(r->workload, "c2c") == 0)
+    if (r->skipped[0])
+        return NAN;
+    if (strcmp(w, "latency") == 0 || strcmp(w, "c2c") == 0)
         return r->p50_ns;
-    if (strcmp(r->workload, "cache") == 0 && !isnan(r->first_call_ns))
+    if (strcmp(w, "cache") == 0 && !isnan(r->first_call_ns))
         return r->first_call_ns - r->repeat_call_ns;
-    if (strcmp(r->workload, "payload") == 0) {
+    if (strcmp(w, "payload") == 0) {
         *lower_better = false;
         return r->gbps;
     }
@@ -336,6 +355,12 @@ static void print_table(const char *workload)
             ratio = lb ? a / b : b / a; /* > 1: pp is ahead by that factor */
         }
         fmt_num(c[7], 24, ratio);
+        if (r->skipped[0]) {
+            printf("%-16s %-22.22s %4d %9llu %9llu skipped: %s\n", r->system, r->variant,
+                   r->workers, (unsigned long long)r->jobs,
+                   (unsigned long long)r->payload_bytes, r->skipped);
+            continue;
+        }
         printf("%-16s %-22.22s %4d %9llu %9llu %10s %9s %9s %9s %8s %8s %11s %6s\n",
                r->system, r->variant, r->workers, (unsigned long long)r->jobs,
                (unsigned long long)r->payload_bytes, c[0], c[1], c[2], c[3], c[4], c[5],
@@ -470,24 +495,29 @@ static int run_imbalance(const struct bench_opts *o)
     return r;
 }
 
-struct workload {
-    const char *name;
-    int (*run)(const struct bench_opts *o);
-};
-
-static const struct workload workloads[] = {
+static const struct bench_workload workloads[] = {
     { "overhead", run_overhead },   { "map", run_map },
     { "latency", run_latency },     { "payload", run_payload },
     { "cache", pp_bench_cache },    { "scaling", run_scaling },
     { "imbalance", run_imbalance }, { "c2c", pp_bench_c2c },
 };
-#define NWORKLOADS (sizeof(workloads) / sizeof(workloads[0]))
+#define NLOCAL (sizeof(workloads) / sizeof(workloads[0]))
+#define NWORKLOADS (NLOCAL + bench_remote_nworkloads)
+
+/* The i-th workload in the order `all` runs them: local, then remote. */
+static const struct bench_workload *workload_at(size_t i)
+{
+    return i < NLOCAL ? &workloads[i] : &bench_remote_workloads[i - NLOCAL];
+}
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: ppbench WORKLOAD [options]\n"
-            "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c all\n"
+            "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c\n"
+            "            remote-overhead remote-latency remote-payload remote-cache all\n"
+            "            (remote-*: pp with one ppserver node on 127.0.0.1, found at\n"
+            "            $PP_PPSERVER or <ppbench's directory>/../net/ppserver)\n"
             "  --workers N   workers (default: per workload, see README); overhead's\n"
             "                'default' row is always pp_server_new(NULL): all CPUs\n"
             "  --jobs N      jobs or items per measurement\n"
@@ -544,13 +574,14 @@ int main(int argc, char **argv)
     int status = 0;
     bool found = false;
     for (size_t i = 0; i < NWORKLOADS; i++) {
-        if (strcmp(which, "all") && strcmp(which, workloads[i].name))
+        const struct bench_workload *w = workload_at(i);
+        if (strcmp(which, "all") && strcmp(which, w->name))
             continue;
         found = true;
-        bench_progress("workload %s", workloads[i].name);
-        int r = workloads[i].run(&o);
+        bench_progress("workload %s", w->name);
+        int r = w->run(&o);
         if (r < 0) {
-            fprintf(stderr, "ppbench: %s failed: %s\n", workloads[i].name, strerror(-r));
+            fprintf(stderr, "ppbench: %s failed: %s\n", w->name, strerror(-r));
             status = 1;
         }
     }
@@ -563,7 +594,7 @@ int main(int argc, char **argv)
         printf("pp x: how many times pp is ahead of that row (time ratio, or GB/s and "
                "efficiency ratio); < 1 means pp is behind\n");
         for (size_t i = 0; i < NWORKLOADS; i++)
-            print_table(workloads[i].name);
+            print_table(workload_at(i)->name);
     }
     if (o.plot_dir && bench_plot(o.plot_dir, results, nresults) < 0)
         status = 1;

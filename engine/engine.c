@@ -81,16 +81,15 @@ unsigned pp__drain_slot(struct pp_server *s, int slot)
 
 static unsigned drain_all(struct pp_server *s)
 {
-    unsigned n = 0, used = pp_load_relaxed(&s->sh->slots_used);
-    for (unsigned i = 0; i < used; i++)
+    unsigned n = 0;
+    PP_FOR_EACH_SLOT(s->sh, i)
         n += pp__drain_slot(s, (int)i);
     return n;
 }
 
 static bool any_done_pending(struct pp_server *s)
 {
-    unsigned used = pp_load_relaxed(&s->sh->slots_used);
-    for (unsigned i = 0; i < used; i++) {
+    PP_FOR_EACH_SLOT(s->sh, i) {
         struct pp_spsc *d = pp__done_ring(s->sh, i);
         if (pp_load_acquire(&d->tail) != pp_load_relaxed(&d->head))
             return true;
@@ -379,6 +378,13 @@ static void *engine_main(void *arg)
     pp__zygote_shutdown(s); /* kills and reaps every worker */
     cancel_everything(s);
     return NULL;
+}
+
+void pp__block_signals(void)
+{
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
 }
 
 int pp__engine_start(struct pp_server *s)

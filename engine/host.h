@@ -33,6 +33,8 @@ struct pp_task {
     _Atomic uint32_t next_free;  /* free list link (pool.c) */
     uint32_t idx;
     uint64_t tok;                /* the token it was queued with */
+    uint32_t node_fails;         /* nodes that died running it (net.c) */
+    uint64_t node_mask;          /* which (node id < 64) */
 };
 
 enum { PP_SLOT_EMPTY, PP_SLOT_SPAWNING, PP_SLOT_LIVE, PP_SLOT_STOPPING };
@@ -109,6 +111,7 @@ struct pp_server {
     _Atomic uint64_t spin_ns;    /* host waiters' adaptive budget */
     _Atomic uint64_t deaths;
     _Atomic uint64_t started_workers;
+    struct pp_net *net;          /* remote nodes (net.c), NULL if none */
 };
 
 static inline struct pp_task *pp__task_of(struct pp_server *s, uint32_t idx)
@@ -153,6 +156,15 @@ PP_HIDDEN void pp__fail_task(struct pp_server *s, struct pp_task *t, int code,
 PP_HIDDEN void pp__taken(struct pp_shared *sh);
 /* A host thread is about to sleep: queued jobs may use its CPU. */
 PP_HIDDEN void pp__before_block(struct pp_server *s);
+
+/* ---- net.c: remote nodes ---- */
+PP_HIDDEN int pp__net_init(struct pp_server *s);
+PP_HIDDEN void pp__net_kick(struct pp_server *s);
+PP_HIDDEN void pp__net_stop(struct pp_server *s);
+PP_HIDDEN void pp__net_free(struct pp_server *s, bool forked);
+PP_HIDDEN void pp__net_stats(struct pp_server *s, struct pp_stats *st);
+/* Blocks every signal in the calling thread (threads of the library). */
+PP_HIDDEN void pp__block_signals(void);
 
 /* ---- engine.c ---- */
 PP_HIDDEN int pp__engine_start(struct pp_server *s);

@@ -71,7 +71,7 @@ void pp__res_free(struct pp_server *s, struct pp_rec *r)
 {
     if (r->res_where == PP_RES_BLOCK) {
         unsigned cls = pp_pages_class(r->res_len);
-        if (r->res_slot == PP_RES_OWNER_HEAP || r->res_slot >= PP_MAX_WORKERS ||
+        if (r->res_slot == PP_RES_OWNER_HEAP || r->res_slot >= PP_MAX_SLOTS ||
             !pp_ring_enqueue_mp(pp__ret_ring(s->sh, r->res_slot),
                                 PP_RET_ENC(cls, r->res_off)))
             pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);

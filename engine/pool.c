@@ -109,6 +109,8 @@ void pp__task_free(struct pp_server *s, struct pp_task *t)
     pp__res_free(s, r);
     r->flags = 0;
     t->cb = NULL;
+    t->node_fails = 0;
+    t->node_mask = 0;
     pp__rec_unqueue(r);
     push(s, t);
 }

@@ -135,6 +135,23 @@ struct pp_config {
                              sleep on a futex (default 20) */
     size_t shm_size;      /* virtual size of the shared segment (default
                              64 GiB; pages are used only when touched) */
+
+    /* Remote nodes (ppserver).  None unless ppservers is set. */
+    const char *const *ppservers; /* NULL-terminated "host[:port]" list
+                                     (port default PP_DEFAULT_PORT);
+                                     NULL = no node */
+    const char *secret;      /* the nodes' shared secret: required with
+                                nodes, never a default */
+    const char *secret_file; /* or: read it from this file, which only
+                                its owner may read (else -EACCES) */
+    unsigned node_timeout_ms; /* a node silent this long (heartbeats) is
+                                 dead and its jobs run elsewhere
+                                 (default 3000) */
+    unsigned node_wait_ms;   /* a job no local worker and no node can take
+                                fails after this long with -EHOSTUNREACH
+                                or -EACCES (default 30000) */
+    unsigned node_retries;   /* a job whose node died this many times
+                                fails with -ECHILD naming them (default 3) */
 };
 
 /* Fills cfg with the defaults: autodetect, pinned, adaptive waiting. */
@@ -274,10 +291,50 @@ PP_EXPORT void *pp_shm_alloc(pp_server *srv, size_t len);
 PP_EXPORT void pp_shm_free(pp_server *srv, void *p);
 
 /* ------------------------------------------------------------------ */
+/* Remote nodes                                                        */
+/* ------------------------------------------------------------------ */
+
+#define PP_DEFAULT_PORT 60000
+#define PP_NODE_NAME_MAX 64
+
+enum pp_node_state {
+    PP_NODE_CONNECTING, /* connecting, authenticating or shipping code */
+    PP_NODE_UP,         /* takes jobs */
+    PP_NODE_DOWN,       /* lost; reconnecting with backoff */
+    PP_NODE_REFUSED,    /* authentication failed or incompatible node;
+                           retried with backoff, like DOWN */
+};
+
+struct pp_node_info {
+    char name[PP_NODE_NAME_MAX]; /* "host:port" */
+    unsigned workers;            /* the node's workers (0 until up) */
+    enum pp_node_state state;
+    int last_error;              /* 0, or the -errno of the last failure */
+    char error[PP_ERRMSG_MAX];   /* its text ("" if none) */
+    uint64_t jobs_done;          /* jobs finished on the node */
+    uint64_t in_flight;          /* jobs sent and not yet answered */
+};
+
+/*
+ * Adds a node while the server runs (pp's connect1): "host[:port]".  The
+ * connection is made in the background; pp_get_active_nodes shows how it
+ * went.  Returns 0, -EINVAL (bad name, or no secret configured), -EEXIST
+ * (already a node), -ENOSPC (PP_MAX_NODES - 1 nodes), -ENOMEM.
+ */
+PP_EXPORT int pp_connect(pp_server *srv, const char *host_port);
+
+/*
+ * Copies up to max nodes' state into out (every node added, up or not).
+ * Returns how many nodes there are (may be more than max), or -EINVAL.
+ */
+PP_EXPORT int pp_get_active_nodes(pp_server *srv, struct pp_node_info *out,
+                                  unsigned max);
+
+/* ------------------------------------------------------------------ */
 /* Statistics                                                          */
 /* ------------------------------------------------------------------ */
 
-#define PP_MAX_NODES 8
+#define PP_MAX_NODES 64               /* rows in pp_stats: local + nodes */
 
 struct pp_node_stats {
     char name[64];        /* "local", or host:port of a remote node */

@@ -73,6 +73,25 @@ uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner, uint32_
     return st;
 }
 
+bool pp__rec_requeue(struct pp_rec *r, uint64_t tok, uint32_t owner, uint64_t *ret_tok)
+{
+    if (!pp__rec_owned_by(r, tok, owner))
+        return false;
+    uint64_t st = pp_load_relaxed(&r->state);
+    for (;;) {
+        if (pp_st_gen(st) != pp_tok_gen(tok) || pp_st_phase(st) != PP_ST_QUEUED)
+            return false;
+        uint64_t next = ((uint64_t)(pp_st_gen(st) + 1) << 32) | (st & 0xffffffffu);
+        /* Q1 again (release), for the next owner; a CAS because the host
+         * may be setting WAITER or ORPHAN. */
+        if (atomic_compare_exchange_weak_explicit(&r->state, &st, next, memory_order_acq_rel,
+                                                  memory_order_relaxed)) {
+            *ret_tok = pp_tok(pp_st_gen(next), pp_tok_idx(tok));
+            return true;
+        }
+    }
+}
+
 uint64_t pp__rec_done(struct pp_rec *r)
 {
     uint64_t st = pp_load_relaxed(&r->state);

@@ -146,6 +146,12 @@ static inline bool pp__rec_owned_by(struct pp_rec *r, uint64_t tok, uint32_t slo
  * result (D1). */
 PP_HIDDEN uint64_t pp__rec_publish(struct pp_rec *r, uint64_t tok, uint32_t owner,
                                    uint32_t phase);
+/* Consumer: a record it owns, still QUEUED(gen of tok), is queued again
+ * in the next generation, so that another consumer can own it and no
+ * late write for tok applies.  *ret_tok = the new token.  False when it
+ * does not own it (nothing changed). */
+PP_HIDDEN bool pp__rec_requeue(struct pp_rec *r, uint64_t tok, uint32_t owner,
+                               uint64_t *ret_tok);
 /* Engine: any phase before DONE -> DONE.  Returns the old state; wakes a
  * WAITER.  D1. */
 PP_HIDDEN uint64_t pp__rec_done(struct pp_rec *r);

@@ -41,6 +41,9 @@ static int check_config(const struct pp_config *c)
         return -EINVAL;
     if (c->shm_size < (256ull << 20))
         return -EINVAL;
+    /* Nodes need a secret: there is no default. */
+    if (c->ppservers && c->ppservers[0] && !(c->secret && c->secret[0]) && !c->secret_file)
+        return -EINVAL;
     return 0;
 }
 
@@ -72,15 +75,15 @@ static int setup_segment(struct pp_server *s)
     off = page_up(off + pp_ring_bytes(PP_SUBMIT_RING_CAP));
     sh->done_off = off;
     sh->done_stride = page_up(pp_spsc_bytes(PP_DONE_RING_CAP));
-    for (int i = 0; i < PP_MAX_WORKERS; i++)
+    for (int i = 0; i < PP_MAX_SLOTS; i++)
         pp_spsc_init(pp_seg_ptr(&s->seg, off + (uint64_t)i * sh->done_stride),
                      PP_DONE_RING_CAP);
-    off += (uint64_t)PP_MAX_WORKERS * sh->done_stride;
+    off += (uint64_t)PP_MAX_SLOTS * sh->done_stride;
     sh->ret_off = off;
     sh->ret_stride = page_up(pp_ring_bytes(PP_RET_RING_CAP));
-    for (uint32_t i = 0; i < PP_MAX_WORKERS; i++)
+    for (uint32_t i = 0; i < PP_MAX_SLOTS; i++)
         pp_ring_init(pp__ret_ring(sh, i), PP_RET_RING_CAP);
-    off += (uint64_t)PP_MAX_WORKERS * sh->ret_stride;
+    off += (uint64_t)PP_MAX_SLOTS * sh->ret_stride;
     if (off >= s->seg.size / 2)
         return -EINVAL;
     uint64_t half = page_up(off + (s->seg.size - off) / 2);
@@ -97,7 +100,7 @@ static int setup_segment(struct pp_server *s)
     sh->busy_poll = s->cfg.busy_poll;
     sh->spin_ns = (uint64_t)s->cfg.spin_us * 1000u;
     sh->max_queued_set = s->cfg.max_queued != 0;
-    for (int i = 0; i < PP_MAX_WORKERS; i++)
+    for (int i = 0; i < PP_MAX_SLOTS; i++)
         atomic_init(&s->sh->wcb[i].cpu, -1);
     return 0;
 }
@@ -176,6 +179,8 @@ PP_EXPORT int pp_server_new(const struct pp_config *cfg, pp_server **ret)
         goto err;
     if ((r = wait_workers_up(s)) < 0)
         goto err;
+    if ((r = pp__net_init(s)) < 0)
+        goto err;
     *ret = s;
     return 0;
 err:
@@ -195,12 +200,15 @@ PP_EXPORT void pp_server_destroy(pp_server *s)
             close(s->sh->engine_efd);
         if (s->zsock >= 0)
             close(s->zsock);
+        pp__net_free(s, true);
         pp_segment_destroy(&s->seg);
         pp__pool_fini(s);
         free(s);
         return;
     }
+    pp__net_stop(s);    /* jobs in flight on nodes cancelled, handed over */
     pp__engine_stop(s); /* workers, zygote gone; every task finished */
+    pp__net_free(s, false);
     pp_arena_destroy(s->arena);
     if (s->sh && s->sh->engine_efd >= 0)
         close(s->sh->engine_efd);
@@ -270,6 +278,7 @@ PP_EXPORT int pp_get_stats(pp_server *s, struct pp_stats *st)
     st->nodes[0].njobs = st->njobs;
     st->nodes[0].time_sum_s = (double)busy * ns_per_tick / 1e9;
     st->nodes[0].ncpus = st->ncpus;
+    pp__net_stats(s, st);
     return 0;
 }
 

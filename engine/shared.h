@@ -29,6 +29,10 @@
 #define PP_REC_CHUNK 1024u             /* records allocated together */
 #define PP_REC_MAX_CHUNKS 4096u        /* 4M records in flight at most */
 
+/* Consumer slots: the local workers', then one per remote node (net.c). */
+#define PP_NODE_SLOT0 PP_MAX_WORKERS
+#define PP_MAX_SLOTS (PP_MAX_WORKERS + PP_MAX_NODES)
+
 /* A group's jobs are counted in two banks; a job goes to the bank of the
  * group's current wait epoch (group.c). */
 #define PP_CI(g, epoch) (((g) << 1) | ((epoch) & 1u))
@@ -73,12 +77,14 @@ struct pp_shared {
     pp_cacheline_aligned _Atomic uint64_t sleeping[PP_MAX_WORKERS / 64];
     _Atomic uint64_t live[PP_MAX_WORKERS / 64]; /* set by the engine */
     _Atomic uint32_t deferred;    /* a job waits for a busy worker (wake.c) */
+    uint32_t has_nodes;           /* set once, before the net thread starts */
     pp_cacheline_aligned struct pp_event space; /* blocked submitters */
     pp_cacheline_aligned _Atomic uint32_t engine_sleeping;
     _Atomic uint32_t overflow_waiting; /* 1 = jobs wait in overflow,
                                           2 = the engine was woken */
     pp_cacheline_aligned struct pp_pages pages;
     _Atomic uint32_t slots_used;  /* worker slots ever used (a bound) */
+    _Atomic uint32_t nodes_used;  /* node slots ever used, from PP_NODE_SLOT0 */
     pp_cacheline_aligned _Atomic uint32_t nmodules;
     _Atomic uint32_t nfns;
     /* Where each chunk of records is: a token's index names a record in
@@ -88,7 +94,7 @@ struct pp_shared {
     struct pp_module modules[PP_MAX_MODULES];
     struct pp_fn_entry fns[PP_MAX_FUNCTIONS];
     struct pp_group groups[PP_MAX_GROUPS];
-    struct pp_wcb wcb[PP_MAX_WORKERS];
+    struct pp_wcb wcb[PP_MAX_SLOTS];
 };
 
 #define PP_MAGIC 0x70702d7365676d32ull /* "pp-segm2" */
@@ -118,14 +124,27 @@ static inline struct pp_ring *pp__ret_ring(struct pp_shared *sh, uint32_t slot)
     return (struct pp_ring *)((char *)sh + sh->ret_off + (uint64_t)slot * sh->ret_stride);
 }
 
+/* Iterating over every consumer slot ever used: workers [0, slots_used),
+ * then nodes [PP_NODE_SLOT0, PP_NODE_SLOT0 + nodes_used).  Acquire: pairs
+ * with the release that raised either bound. */
+static inline uint32_t pp__slot_skip(struct pp_shared *sh, uint32_t i)
+{
+    if (i < PP_NODE_SLOT0 && i >= pp_load_acquire(&sh->slots_used))
+        i = PP_NODE_SLOT0;
+    if (i >= PP_NODE_SLOT0 && i >= PP_NODE_SLOT0 + pp_load_acquire(&sh->nodes_used))
+        i = PP_MAX_SLOTS;
+    return i;
+}
+#define PP_FOR_EACH_SLOT(sh, w) \
+    for (uint32_t w = pp__slot_skip((sh), 0); w < PP_MAX_SLOTS; w = pp__slot_skip((sh), w + 1))
+
 /* Jobs of counter index ci finished so far: the engine's count plus one
  * count per consumer slot.  Every load is an acquire, pairing with the
  * release increments (consumer.c, group.c). */
 static inline uint64_t pp__done_sum(struct pp_shared *sh, uint32_t ci)
 {
     uint64_t done = pp_load_acquire(&sh->groups[ci >> 1].engine_done[ci & 1]);
-    uint32_t n = pp_load_acquire(&sh->slots_used);
-    for (uint32_t w = 0; w < n; w++)
+    PP_FOR_EACH_SLOT(sh, w)
         done += pp_load_acquire(&pp__cons_at(sh, w)->group_done[ci]);
     return done;
 }
@@ -164,7 +183,7 @@ PP_HIDDEN bool pp__spin_leave(struct pp_shared *sh, uint32_t slot);
  * announced itself (returns that record then). */
 PP_HIDDEN struct pp_rec *pp__sleep(struct pp_cons *k, uint64_t *tok);
 /* n jobs were queued by a thread on CPU cpu (-1: unknown). */
-PP_HIDDEN void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu);
+PP_HIDDEN bool pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu);
 /* A worker took a job that a submitter may have left to it: if more wait
  * and someone sleeps, wake one (not on CPU cpu, that job's submitter's). */
 PP_HIDDEN void pp__pass_duty(struct pp_shared *sh, struct pp_ring *ring, int cpu);

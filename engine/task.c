@@ -69,7 +69,8 @@ void pp__overflow_drain(struct pp_server *s)
     pp_store_relaxed(&s->sh->overflow_waiting, s->ovf_head ? 1u : 0u);
     pthread_mutex_unlock(&s->ovf_lock);
     if (moved)
-        pp__wake_for_jobs(s->sh, moved, my_cpu());
+        if (!pp__wake_for_jobs(s->sh, moved, my_cpu()) && s->net)
+            pp__net_kick(s);
 }
 
 void pp__enqueue(struct pp_server *s, struct pp_task *t, int cpu)
@@ -81,7 +82,8 @@ void pp__enqueue(struct pp_server *s, struct pp_task *t, int cpu)
     PP_TSAN_RELEASE(&t->rec->state); /* handed over (atomic.h) */
     if (pp_likely(pp_load_relaxed(&s->ovf_len) == 0) &&
         pp_likely(pp_ring_enqueue_mp(s->ring, tok))) {
-        pp__wake_for_jobs(s->sh, 1, cpu);
+        if (!pp__wake_for_jobs(s->sh, 1, cpu) && s->net)
+            pp__net_kick(s);
         return;
     }
     pthread_mutex_lock(&s->ovf_lock);

@@ -127,26 +127,32 @@ static bool anyone_sleeping(struct pp_shared *sh)
     return any != 0;
 }
 
-void pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu)
+/* Returns false when no local worker is about to take the jobs (all are
+ * busy, or there are none): then remote nodes may (net.c).  Without
+ * nodes the answer is not computed where it would cost a load. */
+bool pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu)
 {
     pp_fence_seq_cst(); /* W1: our enqueue before the reads of the bits */
     /* The sleeping bits change only when a worker falls asleep or wakes,
      * so this line stays in the submitter's cache; the spinning bits
      * change with every job a spinner takes and are read only when
      * someone sleeps. */
-    if (pp_likely(!anyone_sleeping(sh)) || anyone_spinning(sh))
-        return;
+    if (pp_likely(!anyone_sleeping(sh)))
+        return pp_likely(!sh->has_nodes) || anyone_spinning(sh);
+    if (anyone_spinning(sh))
+        return true;
     unsigned woke = 0;
     while (woke < n && wake_one(sh, cpu))
         woke++;
     if (woke)
-        return;
+        return true;
     /* Only workers on our own CPU sleep, if any: wake one of them if
      * nobody else would run the job, else defer (see above). */
     if (nobody_awake(sh))
+        return wake_one(sh, -1);
+    if (pp_load_relaxed(&sh->deferred) == 0 && atomic_exchange(&sh->deferred, 1) == 0)
         wake_one(sh, -1);
-    else if (pp_load_relaxed(&sh->deferred) == 0 && atomic_exchange(&sh->deferred, 1) == 0)
-        wake_one(sh, -1);
+    return false;
 }
 
 void pp__pass_duty(struct pp_shared *sh, struct pp_ring *ring, int cpu)

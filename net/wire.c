@@ -68,6 +68,11 @@ static const struct type_rule rules[PP_WIRE_TYPE_MAX + 1] = {
     [PP_WIRE_HEARTBEAT]    = { 0, 0, 0 },
     [PP_WIRE_ERROR]        = { 0, 4, UINT32_MAX },  /* i32 code first */
     [PP_WIRE_BYE]          = { 0, 0, 0 },
+    [PP_WIRE_AUTH]         = { 0, 0, UINT32_MAX },
+    [PP_WIRE_INFO]         = { 0, 0, UINT32_MAX },
+    [PP_WIRE_SESSION]      = { 0, 0, UINT32_MAX },
+    [PP_WIRE_READY]        = { 0, 0, UINT32_MAX },
+    [PP_WIRE_MODULE]       = { 0, 0, UINT32_MAX },
 };
 
 /*

@@ -61,8 +61,13 @@ enum pp_wire_type {
     PP_WIRE_HEARTBEAT = 8,    /* empty body; reqid is echoed */
     PP_WIRE_ERROR = 9,        /* i32 code + reason text */
     PP_WIRE_BYE = 10,         /* empty body; orderly close */
+    PP_WIRE_AUTH = 11,        /* handshake, client -> node: its proof */
+    PP_WIRE_INFO = 12,        /* node -> client, first sealed frame */
+    PP_WIRE_SESSION = 13,     /* client -> node: who it is, its program */
+    PP_WIRE_READY = 14,       /* node -> client: the session agent runs */
+    PP_WIRE_MODULE = 15,      /* client -> node: a module's index and hash */
 };
-#define PP_WIRE_TYPE_MAX 10
+#define PP_WIRE_TYPE_MAX 15
 
 #define PP_WIRE_F_CHUNKED 0x0001u  /* body opens with a u64 total; CHUNKs follow */
 #define PP_WIRE_F_KNOWN   0x0001u  /* every flag bit version 1 defines */

@@ -113,7 +113,7 @@ TEST(WireHeader, EncoderRefusesWhatNoDecoderAccepts)
     uint8_t h[PP_WIRE_HDR_SIZE];
     memset(h, 0xAA, sizeof(h));
     EXPECT_EQ(pp_wire_encode_header(h, (pp_wire_type)0, 0, 0, 1), -EPROTO);
-    EXPECT_EQ(pp_wire_encode_header(h, (pp_wire_type)11, 0, 0, 1), -EPROTO);
+    EXPECT_EQ(pp_wire_encode_header(h, (pp_wire_type)(PP_WIRE_TYPE_MAX + 1), 0, 0, 1), -EPROTO);
     EXPECT_EQ(pp_wire_encode_header(h, (pp_wire_type)(256 + 3), 0, 0, 1), -EPROTO);
     EXPECT_EQ(pp_wire_encode_header(h, PP_WIRE_JOB, 0x8000, 0, 1), -EPROTO);
     EXPECT_EQ(pp_wire_encode_header(h, PP_WIRE_HELLO, PP_WIRE_F_CHUNKED, 8, 1), -EPROTO);
@@ -263,7 +263,7 @@ TEST(WireErrors, BadVersion)
 TEST(WireErrors, BadType)
 {
     expect_sticky(raw_hdr(1, 0, 0, 0, 1), -EPROTO, "unknown frame type");
-    expect_sticky(raw_hdr(1, 11, 0, 0, 1), -EPROTO, "unknown frame type");
+    expect_sticky(raw_hdr(1, PP_WIRE_TYPE_MAX + 1, 0, 0, 1), -EPROTO, "unknown frame type");
     expect_sticky(raw_hdr(1, 255, 0, 0, 1), -EPROTO, "unknown frame type");
 }
 

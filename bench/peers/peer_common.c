@@ -27,11 +27,38 @@ static const char *const workload_names[PEER_NWORKLOADS] = {
     [PEER_OVERHEAD] = "overhead",   [PEER_MAP] = "map",
     [PEER_LATENCY] = "latency",     [PEER_PAYLOAD] = "payload",
     [PEER_SCALING] = "scaling",     [PEER_IMBALANCE] = "imbalance",
+    [PEER_REMOTE_OVERHEAD] = "remote-overhead",
+    [PEER_REMOTE_LATENCY] = "remote-latency",
+    [PEER_REMOTE_PAYLOAD] = "remote-payload",
 };
 
 const char *peer_workload_name(enum peer_workload w)
 {
     return (unsigned)w < PEER_NWORKLOADS ? workload_names[w] : "?";
+}
+
+enum peer_workload peer_workload_base(enum peer_workload w)
+{
+    switch (w) {
+    case PEER_REMOTE_OVERHEAD:
+        return PEER_OVERHEAD;
+    case PEER_REMOTE_LATENCY:
+        return PEER_LATENCY;
+    case PEER_REMOTE_PAYLOAD:
+        return PEER_PAYLOAD;
+    default:
+        return w;
+    }
+}
+
+uint64_t peer_remote_window(enum peer_workload w, size_t payload)
+{
+    if (w == PEER_REMOTE_LATENCY)
+        return 1;
+    if (w != PEER_REMOTE_PAYLOAD || payload == 0)
+        return PEER_REMOTE_WINDOW;
+    uint64_t n = PEER_REMOTE_INFLIGHT_BYTES / payload;
+    return n < 2 ? 2 : (n > PEER_REMOTE_WINDOW ? PEER_REMOTE_WINDOW : n);
 }
 
 static int usage(const char *why, const char *arg)
@@ -158,6 +185,8 @@ int peer_args_parse(int argc, char **argv, struct peer_args *ret)
         return usage("unexpected argument", argv[optind]);
     if (a.workload == PEER_NWORKLOADS || a.workers == 0 || a.jobs == 0)
         return usage("--workload, --workers and --jobs are required", NULL);
+    if (a.workload == PEER_REMOTE_PAYLOAD)
+        a.echo = true; /* the remote payload job returns its argument */
     *ret = a;
     return 0;
 }
@@ -444,7 +473,8 @@ void peer_result_init(struct peer_result *r, const struct peer_args *a,
         .variant = variant,
         .workers = a->workers,
         .jobs = a->jobs,
-        .payload_bytes = a->workload == PEER_PAYLOAD ? (double)a->payload : NAN,
+        .payload_bytes = peer_workload_base(a->workload) == PEER_PAYLOAD
+                             ? (double)a->payload : NAN,
         .ns_per_job = NAN, .jobs_per_s = NAN,
         .p50_ns = NAN, .p99_ns = NAN, .p999_ns = NAN,
         .gbps = NAN, .first_call_ns = NAN, .repeat_call_ns = NAN,
@@ -468,8 +498,10 @@ void peer_result_wall(struct peer_result *r, const struct peer_args *a,
                       const struct peer_plan *p, uint64_t wall_ns)
 {
     result_rate(r, a->jobs, wall_ns);
-    if (a->workload == PEER_PAYLOAD) {
-        double bytes = (double)a->jobs * a->payload * (a->echo ? 2 : 1);
+    if (peer_workload_base(a->workload) == PEER_PAYLOAD) {
+        /* remote-payload: bytes each way (see peer_common.h) */
+        bool both = a->echo && !peer_workload_remote(a->workload);
+        double bytes = (double)a->jobs * a->payload * (both ? 2 : 1);
         r->gbps = bytes / ((double)wall_ns / 1e9) / 1e9;
     }
     if (a->workload == PEER_SCALING || a->workload == PEER_IMBALANCE)

@@ -2,8 +2,8 @@
  * peer_common.h - what every C peer of ppbench shares.
  *
  * A peer is a standalone program that runs ONE measurement of one
- * workload on one "other" tool (OpenMP, Open MPI, ZeroMQ, fork-per-job)
- * and prints one JSON line.  ppbench compares those lines with pp's own,
+ * workload on one "other" tool (OpenMP, Open MPI, ZeroMQ, fork-per-job,
+ * raw TCP) and prints one JSON line.  ppbench compares those lines with pp's own,
  * so the jobs themselves must be bit-for-bit the same everywhere: they
  * live here, and each peer only supplies the plumbing that carries
  * arguments to workers and results back.
@@ -41,8 +41,34 @@ enum peer_workload {
     PEER_PAYLOAD,   /* B-byte arguments, checksum or echo back */
     PEER_SCALING,   /* J jobs spinning U us each */
     PEER_IMBALANCE, /* J jobs of skewed duration (LCG seeded by S) */
+    /* The remote workloads: one worker process reached over loopback
+     * TCP (127.0.0.1, a port the peer picks), as a pp node would be. */
+    PEER_REMOTE_OVERHEAD, /* J trivial jobs, peer_remote_window in flight */
+    PEER_REMOTE_LATENCY,  /* one job in flight, J round trips */
+    PEER_REMOTE_PAYLOAD,  /* B-byte arguments echoed back (implies --echo) */
     PEER_NWORKLOADS
 };
+
+/* The local workload a remote one is measured like (overhead, latency,
+ * payload); w itself for a local one.  Job bodies, checks and JSON fields
+ * follow the base workload. */
+enum peer_workload peer_workload_base(enum peer_workload w);
+
+static inline bool peer_workload_remote(enum peer_workload w)
+{
+    return w >= PEER_REMOTE_OVERHEAD && w < PEER_NWORKLOADS;
+}
+
+/*
+ * Jobs a remote workload keeps in flight at once, the same for every
+ * system (ppbench's pp rows use it too): 1 for latency, PEER_REMOTE_WINDOW
+ * for overhead, and for payload as many B-byte jobs as fit in
+ * PEER_REMOTE_INFLIGHT_BYTES, clamped to 2..PEER_REMOTE_WINDOW (so a
+ * 64 MiB echo keeps 4 in flight, not 4 GiB).
+ */
+#define PEER_REMOTE_WINDOW 64
+#define PEER_REMOTE_INFLIGHT_BYTES (256u << 20)
+uint64_t peer_remote_window(enum peer_workload w, size_t payload);
 
 struct peer_args {
     enum peer_workload workload;
@@ -203,7 +229,7 @@ static inline void peer_cpu_relax(void)
  */
 struct peer_result {
     const char *workload;
-    const char *system;    /* "openmp", "mpi", "zmq", "fork" */
+    const char *system;    /* "openmp", "mpi", "zmq", "fork", "tcp" */
     const char *variant;
     int workers;
     uint64_t jobs;
@@ -223,7 +249,10 @@ void peer_result_init(struct peer_result *r, const struct peer_args *a,
                       const char *system, const char *variant);
 
 /* Fills what follows from the wall time of the whole run: ns_per_job
- * and jobs_per_s, plus gbps (payload) or efficiency (scaling, imbalance). */
+ * and jobs_per_s, plus gbps (payload) or efficiency (scaling, imbalance).
+ * Local payload echoes count the bytes both ways; remote-payload counts
+ * the payload bytes each way (B*J / time): its echo carries as many back
+ * at the same time over a full-duplex connection. */
 void peer_result_wall(struct peer_result *r, const struct peer_args *a,
                       const struct peer_plan *p, uint64_t wall_ns);
 

@@ -9,7 +9,12 @@
  * mpirun (no OMPI_COMM_WORLD_SIZE), the program re-executes itself as
  *   mpirun --oversubscribe --allow-run-as-root -np N+1
  *          --mca btl self,vader <itself> <args>
- * (vader is Open MPI 4's shared-memory transport).  No mpirun in PATH:
+ * (vader is Open MPI 4's shared-memory transport).  The remote
+ * workloads run over TCP on loopback instead, as a pp node is reached:
+ *   --mca btl tcp,self --mca pml ob1 --mca btl_tcp_if_include lo
+ *   --mca oob_tcp_if_include lo
+ * (ob1, or the ucx pml would move the bytes through shared memory; the
+ * TCP transport binds ports of its own choosing.)  No mpirun in PATH:
  * exit 4, skipped.  When oversubscribed, Open MPI makes waiting ranks
  * yield the CPU by itself (mpi_yield_when_idle), so nothing is tuned.
  *
@@ -17,6 +22,9 @@
  *   overhead, payload, scaling, imbalance   window2 | window1
  *   latency    send-recv
  *   map        scatter-gather
+ *   remote-overhead  tcp-window64
+ *   remote-latency   tcp-send-recv
+ *   remote-payload   tcp-window  (peer_remote_window jobs in flight)
  * windowW keeps W jobs outstanding per worker, so a worker always has
  * its next job queued instead of waiting out a round trip.
  */
@@ -33,7 +41,7 @@
 
 enum { TAG_JOB = 1, TAG_RESULT, TAG_PING, TAG_STOP };
 
-#define MAX_WINDOW 2
+#define MAX_WINDOW PEER_REMOTE_WINDOW
 
 /* ------------------------------------------------------------------ */
 /* Launching through mpirun                                            */
@@ -54,13 +62,14 @@ static int find_in_path(const char *name, char *buf, size_t len)
     return -ENOENT;
 }
 
-/* Replaces this process by mpirun running N+1 copies of it.  Returns
- * only on failure, with the exit code to use. */
-static int relaunch(int argc, char **argv, int workers)
+/* Replaces this process by mpirun running N+1 copies of it, over
+ * shared memory or, for a remote workload, loopback TCP.  Returns only
+ * on failure, with the exit code to use. */
+static int relaunch(int argc, char **argv, const struct peer_args *a)
 {
     char mpirun[PATH_MAX], self[PATH_MAX], np[16];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    char **args = calloc((size_t)argc + 10, sizeof(*args));
+    char **args = calloc((size_t)argc + 24, sizeof(*args));
     int k = 0;
 
     if (getenv("PEER_MPI_RELAUNCHED")) {
@@ -74,11 +83,18 @@ static int relaunch(int argc, char **argv, int workers)
     if (n < 0 || !args)
         return peer_fail("finding our own executable", n < 0 ? errno : ENOMEM);
     self[n] = '\0';
-    snprintf(np, sizeof(np), "%d", workers + 1);
+    snprintf(np, sizeof(np), "%d", a->workers + 1);
     const char *head[] = { "mpirun", "--oversubscribe", "--allow-run-as-root",
-                           "-np", np, "--mca", "btl", "self,vader", self };
-    for (size_t i = 0; i < sizeof(head) / sizeof(head[0]); i++)
-        args[k++] = (char *)head[i];
+                           "-np", np, "--mca", "btl", "self,vader" };
+    const char *tcp[] = { "mpirun", "--oversubscribe", "--allow-run-as-root",
+                          "-np", np, "--mca", "btl", "tcp,self", "--mca", "pml", "ob1",
+                          "--mca", "btl_tcp_if_include", "lo",
+                          "--mca", "oob_tcp_if_include", "lo" };
+    bool remote = peer_workload_remote(a->workload);
+    size_t nh = remote ? sizeof(tcp) / sizeof(tcp[0]) : sizeof(head) / sizeof(head[0]);
+    for (size_t i = 0; i < nh; i++)
+        args[k++] = (char *)(remote ? tcp[i] : head[i]);
+    args[k++] = self;
     for (int i = 1; i < argc; i++)
         args[k++] = argv[i];
     setenv("PEER_MPI_RELAUNCHED", "1", 1); /* guards against a loop */
@@ -91,16 +107,22 @@ static int relaunch(int argc, char **argv, int workers)
 /* Workers (ranks 1..N)                                                */
 /* ------------------------------------------------------------------ */
 
+/* Payload jobs, local or remote (remote-payload always echoes). */
+static bool is_payload(const struct peer_args *a)
+{
+    return peer_workload_base(a->workload) == PEER_PAYLOAD;
+}
+
 /* Bytes of a job message: the payload, or one uint64 argument. */
 static size_t job_bytes(const struct peer_args *a)
 {
-    return a->workload == PEER_PAYLOAD ? a->payload : sizeof(uint64_t);
+    return is_payload(a) ? a->payload : sizeof(uint64_t);
 }
 
 /* Bytes of a result message: the echo, or one uint64. */
 static size_t result_bytes(const struct peer_args *a)
 {
-    return a->workload == PEER_PAYLOAD && a->echo ? a->payload : sizeof(uint64_t);
+    return is_payload(a) && a->echo ? a->payload : sizeof(uint64_t);
 }
 
 /* Serves jobs from rank 0 until TAG_STOP.  Returns 0 or -errno. */
@@ -121,11 +143,11 @@ static int worker_loop(const struct peer_args *a)
             MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_PING, MPI_COMM_WORLD);
             continue;
         }
-        if (a->workload == PEER_PAYLOAD && a->echo) {
+        if (is_payload(a) && a->echo) {
             MPI_Send(buf, (int)cap, MPI_BYTE, 0, TAG_RESULT, MPI_COMM_WORLD);
             continue;
         }
-        if (a->workload == PEER_PAYLOAD) {
+        if (is_payload(a)) {
             v = peer_checksum(buf, cap);
         } else {
             memcpy(&v, buf, sizeof(v));
@@ -170,8 +192,8 @@ static int master_init(struct master *m, const struct peer_args *a, int window)
         return -ENOMEM;
     m->w = calloc((size_t)a->workers + 1, sizeof(*m->w));
     m->result = malloc(result_bytes(a));
-    unsigned char *tmpl = a->workload == PEER_PAYLOAD ? malloc(jb) : NULL;
-    if (!m->w || !m->result || (a->workload == PEER_PAYLOAD && !tmpl))
+    unsigned char *tmpl = is_payload(a) ? malloc(jb) : NULL;
+    if (!m->w || !m->result || (is_payload(a) && !tmpl))
         return -ENOMEM;
     if (tmpl) {
         peer_payload_fill(tmpl, jb);
@@ -209,7 +231,7 @@ static void dispatch(struct master *m, int r, uint64_t j)
     int k = (o->head + o->count++) % m->window;
     size_t jb = job_bytes(m->a);
 
-    if (m->a->workload == PEER_PAYLOAD) {
+    if (is_payload(m->a)) {
         peer_payload_stamp(o->buf[k], jb, j);
     } else {
         uint64_t arg = peer_u64_arg(m->a, &m->plan, j);
@@ -227,10 +249,10 @@ static bool result_ok(const struct master *m, uint64_t j, int len)
 
     if (len != (int)result_bytes(a))
         return false;
-    if (a->workload == PEER_PAYLOAD && a->echo)
+    if (is_payload(a) && a->echo)
         return peer_payload_echo_ok(&m->ref, j, m->result);
     memcpy(&v, m->result, sizeof(v));
-    if (a->workload == PEER_PAYLOAD)
+    if (is_payload(a))
         return v == peer_payload_expect(&m->ref, j);
     return peer_u64_check(a, &m->plan, j, v);
 }
@@ -318,6 +340,12 @@ static int run_window2(const struct peer_args *a, struct peer_result *r)
 static int run_window1(const struct peer_args *a, struct peer_result *r)
 {
     return run_window(a, r, 1);
+}
+
+/* The remote workloads' window, the same as every system's there. */
+static int run_remote_window(const struct peer_args *a, struct peer_result *r)
+{
+    return run_window(a, r, (int)peer_remote_window(a->workload, a->payload));
 }
 
 /* One job to rank 1 and its result back. */
@@ -423,6 +451,9 @@ static const struct peer_variant variants[] = {
     { PEER_SCALING, "window1", run_window1 },
     { PEER_IMBALANCE, "window2", run_window2 },
     { PEER_IMBALANCE, "window1", run_window1 },
+    { PEER_REMOTE_OVERHEAD, "tcp-window64", run_remote_window },
+    { PEER_REMOTE_LATENCY, "tcp-send-recv", run_send_recv },
+    { PEER_REMOTE_PAYLOAD, "tcp-window", run_remote_window },
 };
 
 /* The first line of MPI_Get_library_version, e.g. "Open MPI v4.1.4, ...". */
@@ -451,7 +482,7 @@ static int master_main(const struct peer_args *a, const struct peer_variant *v)
         MPI_Abort(MPI_COMM_WORLD, PEER_EXIT_FAIL); /* workers may be mid-job */
     }
     if (a->workload != PEER_MAP) /* latency has stopped 2..N already */
-        stop_workers(1, a->workload == PEER_LATENCY ? 1 : a->workers);
+        stop_workers(1, peer_workload_base(a->workload) == PEER_LATENCY ? 1 : a->workers);
     return peer_result_print(&r) ? PEER_EXIT_FAIL : 0;
 }
 
@@ -467,7 +498,7 @@ int main(int argc, char **argv)
     if (!v)
         return PEER_EXIT_UNSUPPORTED;
     if (!getenv("OMPI_COMM_WORLD_SIZE"))
-        return relaunch(argc, argv, a.workers);
+        return relaunch(argc, argv, &a);
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);

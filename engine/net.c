@@ -1,0 +1,1206 @@
+/*
+ * net.c - remote nodes on the client: the net thread.
+ *
+ * One thread per server that has nodes (pp_config.ppservers, pp_connect)
+ * owns an event loop (net/loop.h: io_uring, or epoll) with one connection
+ * per node.  Each node is a consumer of the submit ring, with a consumer
+ * slot of its own after the local workers' (PP_NODE_SLOT0 + i): it takes
+ * tokens and owns records exactly as a worker does (consumer.c), sends
+ * each job as a JOB frame, writes the RESULT into the record and hands it
+ * to the engine through its done ring, so callbacks, groups, pp_wait and
+ * stats need nothing new.
+ *
+ * Local first.  A node takes a job only when no local worker waits for
+ * work (or ncpus = 0).  Submitters kick this thread (pp__net_kick) only
+ * when no local worker will take their job and this thread said it sleeps
+ * (the flag and the ring are checked in Dekker order, as in wake.c).  Each
+ * node keeps a window of jobs in flight (its workers x PP_NODE_DEPTH), so
+ * the round trip is hidden and a faster node simply asks for more often:
+ * that is the load balancing.
+ *
+ * Failure.  A connection that drops, a node that closes it, or one silent
+ * for node_timeout_ms (heartbeats every third of it, answered by the
+ * node's loop thread however long its jobs run) is down: each record in
+ * flight there is queued again in a new generation (so no late write for
+ * the old one can apply; the connection is closed, so none is read
+ * anyway) and runs elsewhere; a record whose nodes died node_retries
+ * times fails with -ECHILD naming them.  A node that stops in order (BYE,
+ * SIGTERM on ppserver) hands its jobs back without a retry counted.  Down
+ * and refused nodes are retried with a doubling backoff.  With no local
+ * worker and no node up for node_wait_ms, queued jobs fail with
+ * -EHOSTUNREACH (-EACCES when every node refused the secret).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chan.h"
+#include "conf.h"
+#include "loop.h"
+#include "msg.h"
+#include "secure.h"
+
+#define PP_NODE_DEPTH 8           /* jobs in flight per node worker */
+#define NET_TICK_MS 100
+#define CONNECT_MS 3000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define INFLIGHT_BYTES (64u << 20) /* stop taking jobs beyond this queued */
+
+enum { PH_IDLE, PH_CONNECT, PH_HELLO, PH_INFO, PH_READY, PH_UP };
+
+struct flight {
+    uint64_t tok;                 /* 0 = free slot */
+    uint64_t sent_ns;
+    uint32_t next_free;
+};
+
+struct node {
+    struct pp_net *net;
+    unsigned id;
+    struct pp_cons k;
+    char name[PP_NODE_NAME_MAX];
+    char host[PP_NODE_NAME_MAX];
+    uint16_t port;
+    /* shown by pp_get_active_nodes (net->lock) */
+    enum pp_node_state state;
+    int last_error;
+    char error[PP_ERRMSG_MAX];
+    unsigned workers;
+    uint64_t jobs_done;
+    uint64_t time_ns;
+    uint64_t nfl;
+    /* the connection (net thread only) */
+    int phase;
+    struct pp_conn *conn;
+    struct pp_chan ch;
+    bool ch_init;
+    struct pp_sec_hs hs;
+    unsigned window;
+    struct flight *fl;
+    uint32_t fl_cap, fl_free;
+    uint64_t declared[PP_MAX_MODULES / 64];
+    uint64_t last_rx, hb_sent, next_try, backoff;
+    bool ever_up;
+    bool refused;                 /* the last attempt failed authentication */
+    /* a chunked RESULT being received */
+    bool rx_active;
+    uint32_t rx_fl;
+    uint64_t rx_total, rx_have, rx_blk;
+    unsigned char *rx_dst;
+};
+
+struct pp_net {
+    struct pp_server *s;
+    pthread_t thread;
+    _Atomic bool started;         /* the thread runs (set once) */
+    struct pp_loop *loop;
+    pthread_mutex_t lock;
+    struct node *nodes[PP_MAX_NODES];
+    unsigned nnodes;              /* under lock; the thread picks new ones up */
+    unsigned nseen;               /* nodes the thread has set up */
+    struct pp_sec_psk psk;
+    _Atomic uint32_t sleeping;
+    _Atomic uint32_t stop;
+    _Atomic int ready;            /* 1: the thread made its loop; < 0: failed */
+    struct pp_host_info self;
+    /* module hashes, filled on first use (net thread) */
+    bool mod_hashed[PP_MAX_MODULES];
+    uint8_t mod_hash[PP_MAX_MODULES][PP_HASH_LEN];
+    uint64_t mod_size[PP_MAX_MODULES];
+    int mod_err[PP_MAX_MODULES];
+    uint8_t exe_hash[PP_HASH_LEN];  /* this program, for SESSION */
+    uint64_t exe_size;
+    int exe_err;
+    uint64_t no_capacity_since;
+    unsigned retries, timeout_ms, wait_ms;
+};
+
+static void node_down(struct node *n, int err, const char *why, bool crashed);
+static void dispatch(struct pp_net *net);
+
+/* ---------------------------------------------------------------- */
+/* Names, secrets                                                     */
+/* ---------------------------------------------------------------- */
+
+static int parse_node(const char *hp, char *host, size_t hn, uint16_t *port)
+{
+    const char *colon = strrchr(hp, ':');
+    size_t len = colon ? (size_t)(colon - hp) : strlen(hp);
+    if (len == 0 || len >= hn || strlen(hp) >= PP_NODE_NAME_MAX - 7)
+        return -EINVAL;
+    memcpy(host, hp, len);
+    host[len] = '\0';
+    if (!colon) {
+        *port = PP_DEFAULT_PORT;
+        return 0;
+    }
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || p == 0 || p > 65535)
+        return -EINVAL;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static int load_secret(const struct pp_config *cfg, struct pp_sec_psk *psk)
+{
+    if (cfg->secret && cfg->secret[0])
+        return pp_sec_psk_init(psk, cfg->secret, strlen(cfg->secret));
+    if (cfg->secret_file) {
+        char buf[PP_SRVCONF_SECRET_MAX + 1], err[256];
+        size_t len = 0;
+        int r = pp_read_secret_file(cfg->secret_file, buf, sizeof(buf), &len, err,
+                                    sizeof(err));
+        if (r < 0)
+            return r;
+        r = pp_sec_psk_init(psk, buf, len);
+        sodium_memzero(buf, sizeof(buf));
+        return r;
+    }
+    return -EINVAL; /* no default secret, ever */
+}
+
+/* ---------------------------------------------------------------- */
+/* Node state seen by users                                           */
+/* ---------------------------------------------------------------- */
+
+static void set_state(struct node *n, enum pp_node_state st, int err, const char *msg)
+{
+    pthread_mutex_lock(&n->net->lock);
+    n->state = st;
+    if (err) {
+        n->last_error = err;
+        snprintf(n->error, sizeof(n->error), "%s", msg ? msg : strerror(-err));
+    }
+    pthread_mutex_unlock(&n->net->lock);
+}
+
+/* ---------------------------------------------------------------- */
+/* Finishing records                                                  */
+/* ---------------------------------------------------------------- */
+
+static struct pp_rec *flight_rec(struct node *n, uint32_t i)
+{
+    return pp__rec_of(n->k.sh, pp_tok_idx(n->fl[i].tok));
+}
+
+static void flight_put(struct node *n, uint32_t i)
+{
+    n->fl[i].tok = 0;
+    n->fl[i].next_free = n->fl_free;
+    n->fl_free = i;
+    pthread_mutex_lock(&n->net->lock);
+    n->nfl--;
+    pthread_mutex_unlock(&n->net->lock);
+}
+
+/* Writes status and message, then the record is published and handed on
+ * exactly as a worker does it.  The result (if any) is already placed. */
+static void finish(struct node *n, struct pp_rec *r, uint64_t tok, int status,
+                   const char *err, size_t el)
+{
+    r->status = status;
+    if (el) {
+        int k = snprintf(r->err, PP_ERRMSG_MAX, "node %s: %.*s", n->name, (int)el, err);
+        r->err_len = (uint32_t)(k < 0 ? 0 : k >= (int)PP_ERRMSG_MAX ? PP_ERRMSG_MAX - 1 : k);
+    } else {
+        r->err_len = 0;
+    }
+    pp__cons_prepare(&n->k, r, tok);
+    pp__cons_complete(&n->k, r, tok);
+}
+
+/* Places len result bytes: the record's own lines or a page-heap block
+ * of this node's slot.  Returns where to write them, or NULL. */
+static unsigned char *result_space(struct node *n, struct pp_rec *r, size_t len,
+                                   uint64_t *ret_blk)
+{
+    *ret_blk = 0;
+    r->res_len = (uint32_t)len;
+    if (len <= PP_TINY) {
+        r->res_where = PP_RES_TINY;
+        return r->tiny_res;
+    }
+    if (len <= PP_INLINE_MAX) {
+        r->res_where = PP_RES_INLINE;
+        return r->inl_res;
+    }
+    uint64_t off = pp__cons_block_get(&n->k, len);
+    if (!off)
+        return NULL;
+    *ret_blk = off;
+    return pp_seg_ptr(&n->k.seg, off);
+}
+
+static void result_settle(struct node *n, struct pp_rec *r, uint64_t blk)
+{
+    if (blk) {
+        r->res_off = blk;
+        r->res_slot = n->k.slot;
+        r->res_where = PP_RES_BLOCK;
+        pp__cons_block_release(&n->k, blk);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* Sending jobs                                                       */
+/* ---------------------------------------------------------------- */
+
+static int hash_file(const char *path, uint8_t h[PP_HASH_LEN], uint64_t *size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int r = fd < 0 ? -errno : pp_hash_fd(fd, h, size);
+    if (fd >= 0)
+        close(fd);
+    return r;
+}
+
+static int module_hash(struct pp_net *net, uint32_t m)
+{
+    if (net->mod_hashed[m])
+        return net->mod_err[m];
+    struct pp_module *mod = &net->s->sh->modules[m];
+    int r;
+    if (mod->is_main) {
+        memcpy(net->mod_hash[m], net->exe_hash, PP_HASH_LEN);
+        net->mod_size[m] = net->exe_size;
+        r = net->exe_err;
+    } else {
+        r = hash_file(mod->path, net->mod_hash[m], &net->mod_size[m]);
+    }
+    net->mod_hashed[m] = true;
+    net->mod_err[m] = r;
+    return r;
+}
+
+static int declare_module(struct node *n, uint32_t m)
+{
+    struct pp_net *net = n->net;
+    int r = module_hash(net, m);
+    if (r < 0)
+        return r;
+    struct pp_module *mod = &net->s->sh->modules[m];
+    uint8_t buf[PP_HASH_LEN + 8 + 4 + 2 + 256];
+    struct pp_wr w = pp_wr_of(buf, sizeof(buf));
+    pp_wr_bytes(&w, net->mod_hash[m], PP_HASH_LEN);
+    pp_wr_u64(&w, net->mod_size[m]);
+    pp_wr_u32(&w, mod->is_main);
+    char shortp[256];
+    snprintf(shortp, sizeof(shortp), "%s", mod->is_main ? "(main program)" : mod->path);
+    pp_wr_str(&w, shortp);
+    n->declared[m / 64] |= 1ull << (m % 64);
+    return pp_chan_send(&n->ch, PP_WIRE_MODULE, 0, m, buf, (size_t)(w.p - buf));
+}
+
+/* Sends the file of module m (or the main program) in answer to a
+ * CODE_REQUEST: one CODE frame, chunked beyond max_body. */
+static int send_file(struct node *n, uint64_t reqid, const char *path, uint64_t size,
+                     const uint8_t *want)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    uint8_t *hdr = pp_chan_send_begin(&n->ch, PP_WIRE_CODE, PP_WIRE_F_CHUNKED, reqid,
+                                      8 + PP_HASH_LEN);
+    if (!hdr) {
+        close(fd);
+        return n->ch.err;
+    }
+    pp_wire_put_u64(hdr, size);
+    memcpy(hdr + 8, want, PP_HASH_LEN);
+    for (uint64_t off = 0; off < size && r == 0;) {
+        size_t want_n = size - off < PP_WIRE_MAX_BODY ? (size_t)(size - off) : PP_WIRE_MAX_BODY;
+        uint8_t *p = pp_chan_send_begin(&n->ch, PP_WIRE_CHUNK, 0, reqid, want_n);
+        if (!p) {
+            r = n->ch.err;
+            break;
+        }
+        ssize_t got = pread(fd, p, want_n, (off_t)off);
+        if (got != (ssize_t)want_n)
+            r = -EIO; /* the file changed under us: the node will refuse it */
+        off += want_n;
+    }
+    close(fd);
+    return r;
+}
+
+static int send_code(struct node *n, uint64_t reqid, uint32_t m, const uint8_t *want)
+{
+    struct pp_net *net = n->net;
+    if (m >= pp_load_acquire(&net->s->sh->nmodules) || module_hash(net, m) < 0 ||
+        memcmp(want, net->mod_hash[m], PP_HASH_LEN) != 0)
+        return -EPROTO;
+    struct pp_module *mod = &net->s->sh->modules[m];
+    return send_file(n, reqid, mod->is_main ? "/proc/self/exe" : mod->path, net->mod_size[m],
+                     want);
+}
+
+static const void *arg_of(struct pp_net *net, struct pp_rec *r)
+{
+    if (r->flags & PP_RF_ARG_EXT)
+        return pp_seg_ptr(&net->s->seg, r->arg_off);
+    return r->arg_len <= PP_TINY ? (const void *)r->tiny_arg : (const void *)r->inl_arg;
+}
+
+static int send_job(struct node *n, uint32_t fi, struct pp_rec *r)
+{
+    struct pp_shared *sh = n->k.sh;
+    if (r->fn_id >= pp_load_acquire(&sh->nfns))
+        return -EINVAL;
+    const struct pp_fn_entry *fe = &sh->fns[r->fn_id];
+    uint32_t m = fe->module;
+    int e;
+    if (!(n->declared[m / 64] & (1ull << (m % 64))) && (e = declare_module(n, m)) < 0)
+        return e;
+    const void *arg = arg_of(n->net, r);
+    size_t len = r->arg_len;
+    if (PP_JOB_HDR + len <= PP_WIRE_MAX_BODY) {
+        uint8_t *p = pp_chan_send_begin(&n->ch, PP_WIRE_JOB, 0, fi, PP_JOB_HDR + len);
+        if (!p)
+            return n->ch.err;
+        struct pp_wr w = pp_wr_of(p, PP_JOB_HDR + len);
+        pp_wr_u32(&w, m);
+        pp_wr_u32(&w, 0);
+        pp_wr_u64(&w, fe->offset);
+        pp_wr_bytes(&w, arg, len);
+        return 0;
+    }
+    uint8_t *p = pp_chan_send_begin(&n->ch, PP_WIRE_JOB, PP_WIRE_F_CHUNKED, fi, 8 + PP_JOB_HDR);
+    if (!p)
+        return n->ch.err;
+    struct pp_wr w = pp_wr_of(p, 8 + PP_JOB_HDR);
+    pp_wr_u64(&w, len);
+    pp_wr_u32(&w, m);
+    pp_wr_u32(&w, 0);
+    pp_wr_u64(&w, fe->offset);
+    for (size_t off = 0; off < len; off += PP_WIRE_MAX_BODY) {
+        size_t k = len - off < PP_WIRE_MAX_BODY ? len - off : PP_WIRE_MAX_BODY;
+        int rr = pp_chan_send(&n->ch, PP_WIRE_CHUNK, 0, fi, (const char *)arg + off, k);
+        if (rr < 0)
+            return rr;
+    }
+    return 0;
+}
+
+static bool flight_room(struct node *n)
+{
+    if (n->fl_free != UINT32_MAX)
+        return true;
+    uint32_t cap = n->fl_cap ? n->fl_cap * 2 : 64;
+    struct flight *f = realloc(n->fl, cap * sizeof(*f));
+    if (!f)
+        return false;
+    for (uint32_t i = n->fl_cap; i < cap; i++) {
+        f[i].tok = 0;
+        f[i].next_free = i + 1 < cap ? i + 1 : n->fl_free;
+    }
+    n->fl_free = n->fl_cap;
+    n->fl = f;
+    n->fl_cap = cap;
+    return true;
+}
+
+/* Puts a record this node owns back on the ring, in a new generation. */
+static void requeue(struct node *n, struct pp_rec *r, uint64_t tok)
+{
+    struct pp_server *s = n->net->s;
+    uint64_t nt;
+    if (!pp__rec_requeue(r, tok, n->k.slot, &nt))
+        return;
+    struct pp_task *t = pp__task_of(s, pp_tok_idx(nt));
+    t->tok = nt;
+    pp__enqueue(s, t, -1);
+}
+
+static bool local_first_allows(struct pp_net *net)
+{
+    struct pp_server *s = net->s;
+    return pp_load_relaxed(&s->target) == 0 || pp__idle_workers(s->sh) == 0;
+}
+
+static void dispatch_node(struct node *n)
+{
+    struct pp_net *net = n->net;
+    while (n->nfl < n->window && pp_chan_pending(&n->ch) < INFLIGHT_BYTES &&
+           pp_ring_count(n->k.ring) && local_first_allows(net) && flight_room(n)) {
+        uint64_t tok;
+        struct pp_rec *r = pp__cons_take(&n->k, &tok);
+        if (!r)
+            break;
+        /* Many records in flight: the claim is for a post-mortem of a
+         * dead process, which a node (a thread of this host) never has. */
+        pp_ring_claim_done(&n->k.c->claim);
+        if (r->flags & PP_RF_MAP) {
+            /* pp_map chunks point into this host's memory: local only. */
+            if (pp_load_relaxed(&net->s->target) > 0) {
+                requeue(n, r, tok);
+                break;
+            }
+            finish(n, r, tok, -ENOTSUP, "pp_map runs on local workers only (ncpus > 0)", 45);
+            continue;
+        }
+        uint32_t fi = n->fl_free;
+        n->fl_free = n->fl[fi].next_free;
+        n->fl[fi].tok = tok;
+        n->fl[fi].sent_ns = pp_now_ns();
+        pthread_mutex_lock(&net->lock);
+        n->nfl++;
+        pthread_mutex_unlock(&net->lock);
+        int e = send_job(n, fi, r);
+        if (e < 0) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "cannot send the job: %s", strerror(-e));
+            node_down(n, e, msg, false);
+            return;
+        }
+    }
+}
+
+static void dispatch(struct pp_net *net)
+{
+    for (unsigned i = 0; i < net->nseen; i++) {
+        struct node *n = net->nodes[i];
+        if (n->phase == PH_UP)
+            dispatch_node(n);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* Receiving results                                                  */
+/* ---------------------------------------------------------------- */
+
+/* Counted before the record is published, so that whoever sees the job
+ * done also sees it in the node's count. */
+static void account(struct node *n, uint32_t fi)
+{
+    uint64_t dt = pp_now_ns() - n->fl[fi].sent_ns;
+    pthread_mutex_lock(&n->net->lock);
+    n->jobs_done++;
+    n->time_ns += dt;
+    pthread_mutex_unlock(&n->net->lock);
+}
+
+static int on_result(struct node *n, const struct pp_wire_frame *f)
+{
+    struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
+    bool chunked = f->hdr.flags & PP_WIRE_F_CHUNKED;
+    uint64_t total = chunked ? pp_rd_u64(&rd) : 0;
+    int32_t status = (int32_t)pp_rd_u32(&rd);
+    uint32_t el = pp_rd_u32(&rd);
+    pp_rd_u64(&rd); /* run_ns */
+    const uint8_t *err = pp_rd_take(&rd, el);
+    uint64_t fi = f->hdr.reqid;
+    if (rd.err || fi >= n->fl_cap || !n->fl[fi].tok || n->rx_active ||
+        (chunked && (pp_rd_left(&rd) || total > PP_MAX_PAYLOAD)))
+        return -EPROTO;
+    uint64_t tok = n->fl[fi].tok;
+    struct pp_rec *r = flight_rec(n, (uint32_t)fi);
+    size_t len = chunked ? (size_t)total : pp_rd_left(&rd);
+    uint64_t blk;
+    unsigned char *dst = len ? result_space(n, r, len, &blk) : (r->res_len = 0, r->res_where = PP_RES_TINY, blk = 0, r->tiny_res);
+    if (!dst) {
+        /* No room for it here: the job ran, but its result is lost. */
+        r->res_len = 0;
+        r->res_where = PP_RES_TINY;
+        status = -ENOMEM;
+        err = (const uint8_t *)"no shared memory for the result";
+        el = 31;
+        len = 0;
+    }
+    if (chunked && dst && len) {
+        /* The rest comes in CHUNK frames; status and message wait. */
+        n->rx_active = true;
+        n->rx_fl = (uint32_t)fi;
+        n->rx_total = len;
+        n->rx_have = 0;
+        n->rx_blk = blk;
+        n->rx_dst = dst;
+        r->status = status;
+        size_t k = el < PP_ERRMSG_MAX - 1 ? el : PP_ERRMSG_MAX - 1;
+        memcpy(r->err, err, k);
+        r->err_len = (uint32_t)k;
+        return 0;
+    }
+    if (len)
+        memcpy(dst, rd.p, len);
+    result_settle(n, r, blk);
+    account(n, (uint32_t)fi);
+    finish(n, r, tok, status, (const char *)err, el);
+    flight_put(n, (uint32_t)fi);
+    return 0;
+}
+
+static int on_chunk(struct node *n, const struct pp_wire_frame *f)
+{
+    if (!n->rx_active || f->hdr.reqid != n->rx_fl || f->hdr.len > n->rx_total - n->rx_have)
+        return -EPROTO;
+    memcpy(n->rx_dst + n->rx_have, f->body, f->hdr.len);
+    n->rx_have += f->hdr.len;
+    if (n->rx_have < n->rx_total)
+        return 0;
+    n->rx_active = false;
+    uint32_t fi = n->rx_fl;
+    struct pp_rec *r = flight_rec(n, fi);
+    char err[PP_ERRMSG_MAX];
+    size_t el = r->err_len;
+    memcpy(err, r->err, el);
+    result_settle(n, r, n->rx_blk);
+    n->rx_blk = 0;
+    account(n, fi);
+    finish(n, r, n->fl[fi].tok, r->status, err, el);
+    flight_put(n, fi);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* The connection                                                     */
+/* ---------------------------------------------------------------- */
+
+static int send_session(struct node *n)
+{
+    struct pp_net *net = n->net;
+    if (net->exe_err < 0)
+        return net->exe_err;
+    uint8_t buf[512];
+    struct pp_wr w = pp_wr_of(buf, sizeof(buf));
+    pp_wr_u32(&w, PP_WIRE_MAX_BODY);
+    pp_wr_bytes(&w, net->exe_hash, PP_HASH_LEN);
+    pp_wr_u64(&w, net->exe_size);
+    pp_wr_str(&w, net->self.machine);
+    pp_wr_str(&w, net->self.libc);
+    char exe[256] = "?";
+    ssize_t k = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[k > 0 ? k : 1] = '\0';
+    pp_wr_str(&w, exe);
+    return pp_chan_send(&n->ch, PP_WIRE_SESSION, 0, 0, buf, (size_t)(w.p - buf));
+}
+
+static int on_frame(void *ctx, const struct pp_wire_frame *f)
+{
+    struct node *n = ctx;
+    struct pp_net *net = n->net;
+    int r;
+
+    if (f->hdr.type == PP_WIRE_ERROR) {
+        char msg[PP_ERRMSG_MAX];
+        int code = f->hdr.len >= 4 ? (int)pp_wire_get_u32(f->body) : -EPROTO;
+        snprintf(msg, sizeof(msg), "%.*s", (int)(f->hdr.len - 4), (const char *)f->body + 4);
+        node_down(n, code < 0 ? code : -EPROTO, msg, false);
+        return -ECONNABORTED;
+    }
+    switch (n->phase) {
+    case PH_HELLO: {
+        uint8_t m3[PP_SEC_M3_LEN];
+        struct pp_sec_dir tx, rx;
+        if (f->hdr.type != PP_WIRE_HELLO_ACK)
+            return -EPROTO;
+        r = pp_sec_client_finish(&n->hs, f->body, f->hdr.len, m3);
+        if (r == -EACCES) {
+            pp_chan_send_error(&n->ch, 0, -EACCES, "authentication failed: wrong secret");
+            node_down(n, -EACCES, "authentication failed: the node does not know our secret",
+                      false);
+            return -EACCES;
+        }
+        if (r < 0)
+            return r;
+        if ((r = pp_chan_send(&n->ch, PP_WIRE_AUTH, 0, 0, m3, sizeof(m3))) < 0)
+            return r;
+        pp_sec_hs_split(&n->hs, &tx, &rx);
+        r = pp_chan_seal_rx(&n->ch, &rx);
+        if (r == 0)
+            r = pp_chan_seal_tx(&n->ch, &tx);
+        sodium_memzero(&tx, sizeof(tx));
+        sodium_memzero(&rx, sizeof(rx));
+        n->phase = PH_INFO;
+        return r;
+    }
+    case PH_INFO: {
+        struct pp_host_info node;
+        char why[128], msg[PP_ERRMSG_MAX];
+        if (f->hdr.type != PP_WIRE_INFO)
+            return -EPROTO;
+        struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
+        pp_rd_u32(&rd);
+        pp_rd_str(&rd, node.machine, sizeof(node.machine));
+        pp_rd_str(&rd, node.libc, sizeof(node.libc));
+        if (rd.err)
+            return -EPROTO;
+        if (pp_host_info_compatible(&net->self, &node, why, sizeof(why)) < 0) {
+            /* Never send code where it cannot run. */
+            snprintf(msg, sizeof(msg), "incompatible node: %s", why);
+            pp_chan_send(&n->ch, PP_WIRE_BYE, 0, 0, NULL, 0);
+            node_down(n, -ENOEXEC, msg, false);
+            return -ENOEXEC;
+        }
+        n->phase = PH_READY;
+        return send_session(n);
+    }
+    case PH_READY:
+        if (f->hdr.type == PP_WIRE_CODE_REQUEST && f->hdr.len == PP_HASH_LEN) {
+            if (memcmp(f->body, net->exe_hash, PP_HASH_LEN) != 0)
+                return -EPROTO;
+            return send_file(n, 0, "/proc/self/exe", net->exe_size, net->exe_hash);
+        }
+        if (f->hdr.type != PP_WIRE_READY || f->hdr.len < 4)
+            return -EPROTO;
+        n->workers = pp_wire_get_u32(f->body);
+        n->window = (n->workers ? n->workers : 1) * PP_NODE_DEPTH;
+        memset(n->declared, 0, sizeof(n->declared));
+        n->phase = PH_UP;
+        n->backoff = 0;
+        n->ever_up = true;
+        pthread_mutex_lock(&net->lock);
+        n->state = PP_NODE_UP;
+        n->last_error = 0;
+        n->error[0] = '\0';
+        pthread_mutex_unlock(&net->lock);
+        return 0;
+    case PH_UP:
+        switch (f->hdr.type) {
+        case PP_WIRE_RESULT:
+            return on_result(n, f);
+        case PP_WIRE_CHUNK:
+            return on_chunk(n, f);
+        case PP_WIRE_HEARTBEAT:
+            return 0;
+        case PP_WIRE_CODE_REQUEST:
+            if (f->hdr.len != PP_HASH_LEN || f->hdr.reqid >= PP_MAX_MODULES)
+                return -EPROTO;
+            return send_code(n, f->hdr.reqid, (uint32_t)f->hdr.reqid, f->body);
+        case PP_WIRE_BYE:
+            node_down(n, -ESHUTDOWN, "the node is stopping", false);
+            return -ECONNABORTED;
+        default:
+            return -EPROTO;
+        }
+    default:
+        return -EPROTO;
+    }
+}
+
+static int on_data(void *ctx, const uint8_t *data, size_t len)
+{
+    struct node *n = ctx;
+    n->last_rx = pp_loop_now_ms(n->net->loop);
+    int r = pp_chan_data(&n->ch, data, len);
+    if (r < 0 && n->conn) {
+        const char *why = pp_chan_error(&n->ch);
+        char msg[PP_ERRMSG_MAX];
+        snprintf(msg, sizeof(msg), "bad data from the node: %s", why ? why : strerror(-r));
+        node_down(n, -EPROTO, msg, true);
+    }
+    return 0; /* node_down closed it, if it had to */
+}
+
+static void on_connect(void *ctx, int err)
+{
+    struct node *n = ctx;
+    uint8_t m1[PP_SEC_M1_LEN];
+    char msg[PP_ERRMSG_MAX];
+
+    if (err < 0) {
+        snprintf(msg, sizeof(msg), "cannot connect: %s", strerror(-err));
+        node_down(n, err == -ETIMEDOUT || err == -ECONNREFUSED ? -EHOSTUNREACH : err, msg, false);
+        return;
+    }
+    n->last_rx = pp_loop_now_ms(n->net->loop);
+    memset(&n->hs, 0, sizeof(n->hs));
+    if (pp_sec_client_start(&n->hs, &n->net->psk, m1) < 0 ||
+        pp_chan_send(&n->ch, PP_WIRE_HELLO, 0, 0, m1, sizeof(m1)) < 0) {
+        node_down(n, -EPROTO, "cannot start the handshake", false);
+        return;
+    }
+    n->phase = PH_HELLO;
+}
+
+static void on_close(void *ctx, int err)
+{
+    struct node *n = ctx;
+    if (!n->conn)
+        return; /* node_down closed it */
+    char msg[PP_ERRMSG_MAX];
+    if (n->phase == PH_HELLO)
+        snprintf(msg, sizeof(msg), "the node closed the connection during the handshake");
+    else
+        snprintf(msg, sizeof(msg), "connection lost%s%s", err ? ": " : "",
+                 err ? strerror(-err) : "");
+    n->conn = NULL; /* the loop frees it */
+    node_down(n, n->phase == PH_HELLO ? -EACCES : -ECONNRESET, msg, n->phase == PH_UP);
+}
+
+static const struct pp_conn_ops node_ops = {
+    .on_data = on_data,
+    .on_connect = on_connect,
+    .on_close = on_close,
+};
+
+static void node_connect(struct node *n)
+{
+    if (n->ch_init)
+        pp_chan_exit(&n->ch);
+    n->ch_init = pp_chan_init(&n->ch, NULL, on_frame, n) == 0;
+    if (!n->ch_init)
+        return;
+    n->phase = PH_CONNECT;
+    if (!n->refused) /* a refused node shows so until it accepts us */
+        set_state(n, PP_NODE_CONNECTING, 0, NULL);
+    n->last_rx = pp_loop_now_ms(n->net->loop);
+    int r = pp_loop_connect(n->net->loop, n->host, n->port, CONNECT_MS, &node_ops, n, &n->conn);
+    if (r < 0) {
+        n->conn = NULL;
+        char msg[PP_ERRMSG_MAX];
+        snprintf(msg, sizeof(msg), "cannot connect: %s", strerror(-r));
+        node_down(n, r, msg, false);
+        return;
+    }
+    n->ch.conn = n->conn;
+}
+
+/*
+ * The node is gone (or refused us): every record in flight there goes
+ * back on the ring, or fails once its nodes died node_retries times.
+ * crashed: the node died or went silent while jobs ran (counts toward
+ * the retry cap); not for an orderly stop or a refusal.
+ */
+static void node_down(struct node *n, int err, const char *why, bool crashed)
+{
+    struct pp_net *net = n->net;
+    struct pp_server *s = net->s;
+
+    if (n->phase == PH_IDLE)
+        return;
+    if (n->rx_active) {
+        n->rx_active = false;
+        if (n->rx_blk)
+            pp__cons_block_put(&n->k, n->rx_blk, (size_t)n->rx_total);
+        n->rx_blk = 0;
+    }
+    for (uint32_t i = 0; i < n->fl_cap; i++) {
+        uint64_t tok = n->fl[i].tok;
+        if (!tok)
+            continue;
+        struct pp_rec *r = flight_rec(n, i);
+        struct pp_task *t = pp__task_of(s, pp_tok_idx(tok));
+        if (crashed && n->id < 64) {
+            t->node_fails++;
+            t->node_mask |= 1ull << n->id;
+        }
+        if (t->node_fails >= net->retries) {
+            char msg[PP_ERRMSG_MAX];
+            int k = snprintf(msg, sizeof(msg), "the job was lost with %u nodes (", t->node_fails);
+            for (unsigned j = 0; j < net->nseen && j < 64 && k < (int)sizeof(msg) - 2; j++)
+                if (t->node_mask & (1ull << j))
+                    k += snprintf(msg + k, sizeof(msg) - (size_t)k, "%s%s",
+                                  msg[k - 1] == '(' ? "" : ", ", net->nodes[j]->name);
+            if (k < (int)sizeof(msg) - 2)
+                snprintf(msg + k, sizeof(msg) - (size_t)k, ")");
+            r->res_len = 0;
+            r->res_where = PP_RES_TINY;
+            r->status = -ECHILD;
+            size_t ml = strnlen(msg, PP_ERRMSG_MAX - 1);
+            memcpy(r->err, msg, ml);
+            r->err[ml] = '\0';
+            r->err_len = (uint32_t)ml;
+            pp__cons_prepare(&n->k, r, tok);
+            pp__cons_complete(&n->k, r, tok);
+        } else {
+            requeue(n, r, tok);
+        }
+        flight_put(n, i);
+    }
+    if (n->conn) {
+        struct pp_conn *c = n->conn;
+        n->conn = NULL;
+        /* A refusal says why before it closes (the node logs it). */
+        pp_conn_close(c, err == -EACCES || err == -ENOEXEC ? 0 : -ECONNABORTED);
+    }
+    n->refused = err == -EACCES;
+    pp_sec_hs_wipe(&n->hs);
+    n->phase = PH_IDLE;
+    n->backoff = n->backoff ? n->backoff * 2 : BACKOFF_MIN_MS;
+    if (n->backoff > BACKOFF_MAX_MS)
+        n->backoff = BACKOFF_MAX_MS;
+    n->next_try = pp_loop_now_ms(net->loop) + n->backoff;
+    set_state(n, err == -EACCES || err == -ENOEXEC ? PP_NODE_REFUSED : PP_NODE_DOWN, err, why);
+}
+
+/* ---------------------------------------------------------------- */
+/* The thread                                                         */
+/* ---------------------------------------------------------------- */
+
+/* Queued jobs that nothing can run: fail them after node_wait_ms. */
+static void check_capacity(struct pp_net *net, uint64_t now)
+{
+    struct pp_server *s = net->s;
+    bool up = false, all_refused = net->nseen > 0;
+    for (unsigned i = 0; i < net->nseen; i++) {
+        up |= net->nodes[i]->phase == PH_UP;
+        all_refused &= net->nodes[i]->refused;
+    }
+    if (up || pp_load_relaxed(&s->target) > 0 || !pp_ring_count(s->ring) || !net->nseen) {
+        net->no_capacity_since = 0;
+        return;
+    }
+    if (!net->no_capacity_since) {
+        net->no_capacity_since = now;
+        return;
+    }
+    if (now - net->no_capacity_since < net->wait_ms)
+        return;
+    struct node *n = net->nodes[0];
+    char msg[PP_ERRMSG_MAX];
+    int k = snprintf(msg, sizeof(msg), "no local worker and no node can run the job:");
+    for (unsigned i = 0; i < net->nseen && k < (int)sizeof(msg); i++) {
+        pthread_mutex_lock(&net->lock);
+        k += snprintf(msg + k, sizeof(msg) - (size_t)k, " %s: %s;", net->nodes[i]->name,
+                      net->nodes[i]->error[0] ? net->nodes[i]->error : "down");
+        pthread_mutex_unlock(&net->lock);
+    }
+    uint64_t tok;
+    struct pp_rec *r;
+    while ((r = pp__cons_take(&n->k, &tok)) != NULL) {
+        pp_ring_claim_done(&n->k.c->claim);
+        r->res_len = 0;
+        r->res_where = PP_RES_TINY;
+        r->status = all_refused ? -EACCES : -EHOSTUNREACH;
+        size_t ml = strnlen(msg, PP_ERRMSG_MAX - 1);
+        memcpy(r->err, msg, ml);
+        r->err[ml] = '\0';
+        r->err_len = (uint32_t)ml;
+        pp__cons_prepare(&n->k, r, tok);
+        pp__cons_complete(&n->k, r, tok);
+    }
+}
+
+static void on_tick(void *ctx)
+{
+    struct pp_net *net = ctx;
+    uint64_t now = pp_loop_now_ms(net->loop);
+    for (unsigned i = 0; i < net->nseen; i++) {
+        struct node *n = net->nodes[i];
+        if (n->phase == PH_IDLE) {
+            if (now >= n->next_try)
+                node_connect(n);
+            continue;
+        }
+        if (n->phase == PH_CONNECT)
+            continue; /* the connect timeout covers it */
+        if (now - n->last_rx > net->timeout_ms) {
+            char msg[PP_ERRMSG_MAX];
+            snprintf(msg, sizeof(msg), "no answer for %llu ms (heartbeat timeout)",
+                     (unsigned long long)(now - n->last_rx));
+            node_down(n, n->phase == PH_HELLO ? -ETIMEDOUT : -ETIMEDOUT, msg,
+                      n->phase == PH_UP);
+            continue;
+        }
+        if (n->phase >= PH_INFO && now - n->hb_sent >= net->timeout_ms / 3) {
+            n->hb_sent = now;
+            pp_chan_send(&n->ch, PP_WIRE_HEARTBEAT, 0, now, NULL, 0);
+        }
+    }
+    check_capacity(net, now);
+}
+
+static void on_wake(void *ctx)
+{
+    (void)ctx; /* dispatch runs after every turn */
+}
+
+static void adopt_new_nodes(struct pp_net *net)
+{
+    pthread_mutex_lock(&net->lock);
+    unsigned n = net->nnodes;
+    pthread_mutex_unlock(&net->lock);
+    while (net->nseen < n) {
+        struct node *nd = net->nodes[net->nseen++];
+        node_connect(nd);
+    }
+}
+
+static void *net_main(void *arg)
+{
+    struct pp_net *net = arg;
+    struct pp_server *s = net->s;
+
+    pp__block_signals();
+    int r = pp_loop_new(&net->loop);
+    if (r < 0) {
+        pp_store_release(&net->ready, r);
+        return NULL;
+    }
+    pp_loop_set_tick(net->loop, NET_TICK_MS, on_tick, net);
+    pp_loop_set_wake(net->loop, on_wake, net);
+    pp_store_release(&net->ready, 1);
+    while (!pp_load_relaxed(&net->stop)) {
+        adopt_new_nodes(net);
+        dispatch(net);
+        for (unsigned i = 0; i < net->nseen; i++) {
+            struct node *n = net->nodes[i];
+            if (n->conn && pp_chan_flush(&n->ch) < 0) {
+                const char *why = pp_chan_error(&n->ch);
+                node_down(n, -EIO, why ? why : "cannot send", true);
+            }
+        }
+        /* Sleep unless jobs wait that a node could take now (Dekker with
+         * the submitter's W1 and pp__net_kick). */
+        atomic_store(&net->sleeping, 1);
+        int timeout = -1;
+        if (pp_ring_count(s->ring) && local_first_allows(net)) {
+            for (unsigned i = 0; i < net->nseen; i++)
+                if (net->nodes[i]->phase == PH_UP && net->nodes[i]->nfl < net->nodes[i]->window)
+                    timeout = 0;
+        }
+        if (timeout == 0)
+            atomic_store(&net->sleeping, 0);
+        pp_loop_run(net->loop, timeout);
+        atomic_store(&net->sleeping, 0);
+    }
+    /* Stopping: jobs in flight are cancelled (pp_server_destroy cancels
+     * every queued one too), the nodes are told. */
+    for (unsigned i = 0; i < net->nseen; i++) {
+        struct node *n = net->nodes[i];
+        for (uint32_t j = 0; j < n->fl_cap; j++) {
+            if (!n->fl[j].tok)
+                continue;
+            struct pp_rec *r = flight_rec(n, j);
+            r->res_len = 0;
+            r->res_where = PP_RES_TINY;
+            finish(n, r, n->fl[j].tok, -ECANCELED, "server destroyed", 16);
+            flight_put(n, j);
+        }
+        if (n->rx_blk)
+            pp__cons_block_put(&n->k, n->rx_blk, (size_t)n->rx_total);
+        n->rx_blk = 0;
+        if (n->conn && n->phase >= PH_INFO) {
+            pp_chan_send(&n->ch, PP_WIRE_BYE, 0, 0, NULL, 0);
+            pp_chan_flush(&n->ch);
+            pp_conn_close(n->conn, 0);
+        }
+    }
+    for (int i = 0; i < 20; i++) {
+        bool any = false;
+        for (unsigned j = 0; j < net->nseen; j++)
+            any |= net->nodes[j]->conn != NULL;
+        if (!any)
+            break;
+        pp_loop_run(net->loop, 10);
+    }
+    for (unsigned i = 0; i < net->nseen; i++)
+        net->nodes[i]->conn = NULL; /* pp_loop_free ends whatever is left */
+    pp_loop_free(net->loop);
+    net->loop = NULL;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- */
+/* API                                                                */
+/* ---------------------------------------------------------------- */
+
+static int add_node(struct pp_net *net, const char *hp)
+{
+    char host[PP_NODE_NAME_MAX];
+    uint16_t port;
+    if (parse_node(hp, host, sizeof(host), &port) < 0)
+        return -EINVAL;
+    pthread_mutex_lock(&net->lock);
+    int r = 0;
+    for (unsigned i = 0; i < net->nnodes; i++)
+        if (strcmp(net->nodes[i]->host, host) == 0 && net->nodes[i]->port == port)
+            r = -EEXIST;
+    if (!r && net->nnodes >= PP_MAX_NODES - 1)
+        r = -ENOSPC;
+    struct node *n = r ? NULL : calloc(1, sizeof(*n));
+    if (!r && !n)
+        r = -ENOMEM;
+    if (r) {
+        pthread_mutex_unlock(&net->lock);
+        return r;
+    }
+    n->net = net;
+    n->id = net->nnodes;
+    snprintf(n->host, sizeof(n->host), "%s", host);
+    n->port = port;
+    snprintf(n->name, sizeof(n->name), "%s:%u", host, port);
+    n->fl_free = UINT32_MAX;
+    n->state = PP_NODE_CONNECTING;
+    struct pp_shared *sh = net->s->sh;
+    uint32_t slot = PP_NODE_SLOT0 + n->id;
+    pp__cons_reset(net->s, slot);
+    pp__cons_init(&n->k, sh, (char *)sh, slot);
+    net->nodes[net->nnodes] = n;
+    if (n->id + 1 > pp_load_relaxed(&sh->nodes_used))
+        pp_store_release(&sh->nodes_used, n->id + 1);
+    /* Release: the thread's acquire of nnodes sees the node whole. */
+    pp_store_release(&net->nnodes, net->nnodes + 1);
+    pthread_mutex_unlock(&net->lock);
+    return 0;
+}
+
+static int net_create(struct pp_server *s)
+{
+    struct pp_net *net = calloc(1, sizeof(*net));
+    if (!net)
+        return -ENOMEM;
+    int r = load_secret(&s->cfg, &net->psk);
+    if (r < 0) {
+        free(net);
+        return r;
+    }
+    net->s = s;
+    net->retries = s->cfg.node_retries ? s->cfg.node_retries : 3;
+    net->timeout_ms = s->cfg.node_timeout_ms ? s->cfg.node_timeout_ms : 3000;
+    net->wait_ms = s->cfg.node_wait_ms ? s->cfg.node_wait_ms : 30000;
+    pp_host_info_self(&net->self);
+    /* The program the nodes will run as their session agent. */
+    net->exe_err = hash_file("/proc/self/exe", net->exe_hash, &net->exe_size);
+    pthread_mutex_init(&net->lock, NULL);
+    s->net = net;
+    s->sh->has_nodes = 1;
+    return 0;
+}
+
+/* The loop is made by the thread that runs it (io_uring's SINGLE_ISSUER
+ * and DEFER_TASKRUN tie a ring to its creator); net_start waits for it. */
+static int net_start(struct pp_net *net)
+{
+    if (net->started)
+        return 0;
+    int r = pthread_create(&net->thread, NULL, net_main, net);
+    if (r)
+        return -r;
+    while ((r = pp_load_acquire(&net->ready)) == 0) /* pairs with the thread's release */
+        usleep(100);
+    if (r < 0) {
+        pthread_join(net->thread, NULL);
+        return r;
+    }
+    pp_store_release(&net->started, true);
+    return 0;
+}
+
+int pp__net_init(struct pp_server *s)
+{
+    if (!s->cfg.ppservers || !s->cfg.ppservers[0])
+        return 0;
+    int r = net_create(s);
+    if (r < 0)
+        return r;
+    for (const char *const *p = s->cfg.ppservers; *p; p++)
+        if ((r = add_node(s->net, *p)) < 0 && r != -EEXIST)
+            return r;
+    return net_start(s->net);
+}
+
+void pp__net_kick(struct pp_server *s)
+{
+    struct pp_net *net = s->net;
+    if (!pp_load_acquire(&net->started))
+        return;
+    /* Pairs with the store of sleeping before the thread's last look at
+     * the ring (the caller's W1 fence came before this load). */
+    if (pp_load_relaxed(&net->sleeping) && atomic_exchange(&net->sleeping, 0))
+        pp_loop_wake(net->loop);
+}
+
+void pp__net_stop(struct pp_server *s)
+{
+    struct pp_net *net = s->net;
+    if (!net)
+        return;
+    if (pp_load_acquire(&net->started)) {
+        pp_store_release(&net->stop, 1);
+        pp_loop_wake(net->loop);
+        pthread_join(net->thread, NULL);
+    }
+}
+
+void pp__net_free(struct pp_server *s, bool forked)
+{
+    struct pp_net *net = s->net;
+    if (!net)
+        return;
+    for (unsigned i = 0; i < net->nnodes; i++) {
+        struct node *n = net->nodes[i];
+        if (n->ch_init && !forked)
+            pp_chan_exit(&n->ch);
+        free(n->fl);
+        free(n);
+    }
+    if (net->loop && forked)
+        pp_loop_abandon(net->loop); /* the parent's thread's loop */
+    pp_sec_psk_wipe(&net->psk);
+    pthread_mutex_destroy(&net->lock);
+    free(net);
+    s->net = NULL;
+}
+
+PP_EXPORT int pp_connect(pp_server *s, const char *host_port)
+{
+    if (!s || !host_port)
+        return -EINVAL;
+    pthread_mutex_lock(&s->ctl_lock);
+    int r = s->net ? 0 : net_create(s);
+    pthread_mutex_unlock(&s->ctl_lock);
+    if (r < 0)
+        return r;
+    if ((r = add_node(s->net, host_port)) < 0)
+        return r;
+    pthread_mutex_lock(&s->ctl_lock);
+    r = net_start(s->net);
+    pthread_mutex_unlock(&s->ctl_lock);
+    if (r == 0)
+        pp_loop_wake(s->net->loop);
+    return r;
+}
+
+PP_EXPORT int pp_get_active_nodes(pp_server *s, struct pp_node_info *out, unsigned max)
+{
+    if (!s || (!out && max))
+        return -EINVAL;
+    struct pp_net *net = s->net;
+    if (!net)
+        return 0;
+    pthread_mutex_lock(&net->lock);
+    unsigned n = net->nnodes;
+    for (unsigned i = 0; i < n && i < max; i++) {
+        struct node *nd = net->nodes[i];
+        struct pp_node_info *o = &out[i];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->name, sizeof(o->name), "%s", nd->name);
+        o->workers = nd->workers;
+        o->state = nd->state;
+        o->last_error = nd->last_error;
+        snprintf(o->error, sizeof(o->error), "%s", nd->error);
+        o->jobs_done = nd->jobs_done;
+        o->in_flight = nd->nfl;
+    }
+    pthread_mutex_unlock(&net->lock);
+    return (int)n;
+}
+
+void pp__net_stats(struct pp_server *s, struct pp_stats *st)
+{
+    struct pp_net *net = s->net;
+    if (!net)
+        return;
+    pthread_mutex_lock(&net->lock);
+    for (unsigned i = 0; i < net->nnodes && st->nnodes < PP_MAX_NODES; i++) {
+        struct node *nd = net->nodes[i];
+        struct pp_node_stats *row = &st->nodes[st->nnodes++];
+        snprintf(row->name, sizeof(row->name), "%s", nd->name);
+        row->njobs = nd->jobs_done;
+        row->time_sum_s = (double)nd->time_ns / 1e9;
+        row->ncpus = (int)nd->workers;
+        st->njobs += nd->jobs_done;
+    }
+    pthread_mutex_unlock(&net->lock);
+}

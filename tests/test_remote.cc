@@ -1,0 +1,739 @@
+// Remote nodes end to end: real ppserver daemons on loopback ports they
+// pick, random secrets in 0600 files, the client's own program shipped to
+// them and run in agent mode.  Every daemon is stopped by its pid, and
+// each test checks that no session agent is left.
+#include <gtest/gtest.h>
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pp.h"
+
+#ifndef PP_PPSERVER
+#error "PP_PPSERVER must name the ppserver binary"
+#endif
+
+namespace {
+
+std::string random_hex(size_t n)
+{
+    std::random_device rd;
+    std::string s;
+    const char *d = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++)
+        s += d[rd() % 16];
+    return s;
+}
+
+std::string make_tmpdir()
+{
+    char t[] = "/tmp/pp-remote-XXXXXX";
+    EXPECT_NE(mkdtemp(t), nullptr);
+    return t;
+}
+
+void rm_rf(const std::string &p)
+{
+    std::string cmd = "rm -rf '" + p + "'";
+    (void)!system(cmd.c_str());
+}
+
+// Processes running a program from `cache` (session agents) or named
+// pp-agent whose parent chain is gone: what must not be left.
+std::vector<pid_t> agents_in(const std::string &cache)
+{
+    std::vector<pid_t> out;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return out;
+    while (dirent *e = readdir(d)) {
+        pid_t pid = atoi(e->d_name);
+        if (pid <= 0)
+            continue;
+        char link[64], buf[4096];
+        snprintf(link, sizeof(link), "/proc/%d/exe", pid);
+        ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+        if (n <= 0)
+            continue;
+        buf[n] = 0;
+        if (strncmp(buf, cache.c_str(), cache.size()) == 0)
+            out.push_back(pid);
+    }
+    closedir(d);
+    return out;
+}
+
+struct Node {
+    pid_t pid = -1;
+    int port = 0;
+    int err_fd = -1;
+    std::string dir, cache, conf, log;
+    std::string secret;
+
+    // Starts ppserver; extra flags appended.  Waits for its "listening" line.
+    bool start(const std::string &sec, int workers, std::vector<std::string> extra = {},
+               const std::string &cache_dir = "")
+    {
+        secret = sec;
+        dir = make_tmpdir();
+        cache = cache_dir.empty() ? dir + "/cache" : cache_dir;
+        conf = dir + "/ppserver.conf";
+        log = dir + "/log";
+        {
+            std::ofstream f(conf);
+            f << "[general]\nsecret = " << secret << "\n";
+        }
+        chmod(conf.c_str(), 0600);
+        int pfd[2];
+        if (pipe(pfd) < 0)
+            return false;
+        std::vector<std::string> args = { PP_PPSERVER, "-c", conf, "-i", "127.0.0.1", "-p", "0",
+                                          "-w", std::to_string(workers), "--cache-dir", cache };
+        for (auto &a : extra)
+            args.push_back(a);
+        pid = fork();
+        if (pid == 0) {
+            dup2(pfd[1], 2);
+            close(pfd[0]);
+            close(pfd[1]);
+            std::vector<char *> av;
+            for (auto &a : args)
+                av.push_back(const_cast<char *>(a.c_str()));
+            av.push_back(nullptr);
+            execv(av[0], av.data());
+            _exit(127);
+        }
+        close(pfd[1]);
+        err_fd = pfd[0];
+        std::string got;
+        auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (std::chrono::steady_clock::now() < end) {
+            char c;
+            ssize_t n = read(err_fd, &c, 1);
+            if (n <= 0)
+                break;
+            got += c;
+            if (c == '\n') {
+                auto p = got.find("ppserver: listening on 127.0.0.1:");
+                if (p != std::string::npos) {
+                    port = atoi(got.c_str() + p + strlen("ppserver: listening on 127.0.0.1:"));
+                    break;
+                }
+            }
+        }
+        log_acc = got;
+        // Keep draining stderr in the background into log_acc.
+        drain = std::thread([this] {
+            char buf[4096];
+            ssize_t n;
+            while ((n = read(err_fd, buf, sizeof(buf))) > 0) {
+                std::lock_guard<std::mutex> g(mu);
+                log_acc.append(buf, (size_t)n);
+            }
+        });
+        return port > 0;
+    }
+    std::string name() const { return "127.0.0.1:" + std::to_string(port); }
+    std::string logs()
+    {
+        std::lock_guard<std::mutex> g(mu);
+        return log_acc;
+    }
+    // SIGTERM, wait; returns the exit status (or -1).
+    int stop(int sig = SIGTERM)
+    {
+        int st = -1;
+        if (pid > 0)
+            kill(pid, sig);
+        else
+            sig = 0;
+        for (int i = 0; i < 150 && pid > 0; i++) {
+            if (waitpid(pid, &st, WNOHANG) == pid) {
+                pid = -1;
+                break;
+            }
+            usleep(100000);
+        }
+        if (pid > 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            pid = -1;
+        }
+        if (drain.joinable())
+            drain.join();
+        if (err_fd >= 0)
+            close(err_fd);
+        err_fd = -1;
+        return st;
+    }
+    ~Node()
+    {
+        stop(SIGKILL);
+        for (pid_t a : agents_in(cache))
+            kill(a, SIGKILL);
+        if (!dir.empty())
+            rm_rf(dir);
+    }
+    std::thread drain;
+    std::mutex mu;
+    std::string log_acc;
+};
+
+// Waits until every node is UP (or the timeout passes).
+bool wait_up(pp_server *srv, unsigned want, int ms = 15000)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < end) {
+        pp_node_info info[8];
+        int n = pp_get_active_nodes(srv, info, 8);
+        unsigned up = 0;
+        for (int i = 0; i < n && i < 8; i++)
+            up += info[i].state == PP_NODE_UP;
+        if (up >= want)
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+}
+
+std::string node_errors(pp_server *srv)
+{
+    pp_node_info info[8];
+    int n = pp_get_active_nodes(srv, info, 8);
+    std::string s;
+    for (int i = 0; i < n && i < 8; i++)
+        s += std::string(info[i].name) + " state " + std::to_string(info[i].state) + ": " +
+             info[i].error + "; ";
+    return s;
+}
+
+} // namespace
+
+extern "C" int remote_square(pp_job *job)
+{
+    size_t len;
+    const uint64_t *x = (const uint64_t *)pp_job_arg(job, &len);
+    uint64_t *r = (uint64_t *)pp_job_result(job, sizeof(uint64_t));
+    *r = *x * *x + 1;
+    return 0;
+}
+
+extern "C" int remote_sleep_square(pp_job *job)
+{
+    usleep(1000);
+    return remote_square(job);
+}
+
+// Echo: returns its argument (any size).
+extern "C" int remote_echo(pp_job *job)
+{
+    size_t len;
+    const void *a = pp_job_arg(job, &len);
+    void *r = pp_job_result(job, len);
+    if (len)
+        memcpy(r, a, len);
+    return 0;
+}
+
+// Kills the session agent that runs it (the zygote's parent).
+extern "C" int remote_kill_node(pp_job *job)
+{
+    (void)job;
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)getppid());
+    FILE *f = fopen(path, "r");
+    if (f && fgets(buf, sizeof(buf), f)) {
+        const char *p = strrchr(buf, ')');
+        int ppid = 0;
+        if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid > 1)
+            kill(ppid, SIGKILL);
+    }
+    if (f)
+        fclose(f);
+    usleep(200000);
+    return 0;
+}
+
+extern "C" int remote_crash(pp_job *job)
+{
+    (void)job;
+    raise(SIGSEGV);
+    return 0;
+}
+
+class Remote : public ::testing::TestWithParam<const char *> {
+protected:
+    void SetUp() override
+    {
+        if (GetParam()[0])
+            setenv("PP_NET_EPOLL", "1", 1);
+        else
+            unsetenv("PP_NET_EPOLL");
+        secret = random_hex(48);
+    }
+    void TearDown() override { unsetenv("PP_NET_EPOLL"); }
+
+    pp_server *client(const std::vector<std::string> &names, int ncpus,
+                      const std::string &sec = "", unsigned wait_ms = 0)
+    {
+        hosts = names;
+        ptrs.clear();
+        for (auto &h : hosts)
+            ptrs.push_back(h.c_str());
+        ptrs.push_back(nullptr);
+        pp_config cfg;
+        pp_config_init(&cfg);
+        cfg.ncpus = ncpus;
+        cfg.ppservers = ptrs.data();
+        sec_used = sec.empty() ? secret : sec;
+        cfg.secret = sec_used.c_str();
+        if (wait_ms)
+            cfg.node_wait_ms = wait_ms;
+        pp_server *srv = nullptr;
+        EXPECT_EQ(pp_server_new(&cfg, &srv), 0);
+        return srv;
+    }
+
+    std::string secret, sec_used;
+    std::vector<std::string> hosts;
+    std::vector<const char *> ptrs;
+};
+
+// Everything on one node (ncpus = 0): results, stats, node info.
+TEST_P(Remote, OneNodeRunsEveryJob)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 2)) << a.logs();
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv) << a.logs();
+    const int N = 2000;
+    std::vector<pp_task *> t(N);
+    for (int i = 0; i < N; i++) {
+        uint64_t x = (uint64_t)i;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(pp_task_wait(t[i], 20000), 0) << i << " " << node_errors(srv);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
+        ASSERT_EQ(len, sizeof(uint64_t));
+        EXPECT_EQ(*(const uint64_t *)d, (uint64_t)i * i + 1);
+        pp_task_release(t[i]);
+    }
+    pp_node_info info[4];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 4), 1);
+    EXPECT_EQ(info[0].state, PP_NODE_UP);
+    EXPECT_EQ(info[0].workers, 2u);
+    EXPECT_EQ(info[0].jobs_done, (uint64_t)N);
+    EXPECT_EQ(std::string(info[0].name), a.name());
+    pp_stats st;
+    ASSERT_EQ(pp_get_stats(srv, &st), 0);
+    ASSERT_EQ(st.nnodes, 2u);
+    EXPECT_EQ(st.nodes[1].njobs, (uint64_t)N);
+    EXPECT_EQ(st.njobs, (uint64_t)N);
+    char *buf = nullptr;
+    size_t blen = 0;
+    FILE *mf = open_memstream(&buf, &blen);
+    pp_print_stats(srv, mf);
+    fclose(mf);
+    EXPECT_NE(std::string(buf).find(a.name()), std::string::npos) << buf;
+    free(buf);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+    EXPECT_TRUE(agents_in(a.cache).empty());
+}
+
+// Payloads from 0 bytes to several MiB, both ways (chunked frames).
+TEST_P(Remote, PayloadsOfEverySize)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1)) << a.logs();
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    for (size_t len : { (size_t)0, (size_t)1, (size_t)8, (size_t)9, (size_t)192, (size_t)193,
+                        (size_t)4096, (size_t)(1 << 20) - 32, (size_t)(1 << 20),
+                        (size_t)(3 << 20) + 7 }) {
+        std::vector<unsigned char> in(len);
+        for (size_t i = 0; i < len; i++)
+            in[i] = (unsigned char)(i * 7 + len);
+        pp_task *t;
+        ASSERT_EQ(pp_submit(srv, remote_echo, in.data(), len, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 30000), 0) << len;
+        const void *d;
+        size_t got;
+        ASSERT_EQ(pp_task_result(t, &d, &got), 0) << pp_task_error(t);
+        ASSERT_EQ(got, len);
+        EXPECT_TRUE(len == 0 || memcmp(d, in.data(), len) == 0) << len;
+        pp_task_release(t);
+    }
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
+// Two nodes and a local worker: 10,000 jobs, per-node counts sum up.
+TEST_P(Remote, TwoNodesAndLocal)
+{
+    Node a, b;
+    ASSERT_TRUE(a.start(secret, 1));
+    ASSERT_TRUE(b.start(secret, 1));
+    pp_server *srv = client({ a.name(), b.name() }, 1);
+    ASSERT_TRUE(wait_up(srv, 2)) << node_errors(srv);
+    const int N = 10000;
+    std::vector<std::atomic<int>> seen(N);
+    struct Ctx {
+        std::vector<std::atomic<int>> *seen;
+        std::atomic<int> bad{ 0 };
+    } ctx{ &seen };
+    std::vector<uint64_t> arg(N);
+    for (int i = 0; i < N; i++) {
+        arg[i] = (uint64_t)i;
+        pp_submit_opts o{};
+        o.callback = [](pp_task *t, void *p) {
+            auto *c = (Ctx *)p;
+            const void *d;
+            size_t len;
+            if (pp_task_result(t, &d, &len) != 0 || len != 8) {
+                c->bad++;
+                return;
+            }
+            uint64_t v = *(const uint64_t *)d;
+            // v = i*i + 1: find i.
+            uint64_t i = 0;
+            while (i * i + 1 < v)
+                i++;
+            if (i * i + 1 != v || i >= c->seen->size())
+                c->bad++;
+            else
+                (*c->seen)[i]++;
+        };
+        o.callback_arg = &ctx;
+        ASSERT_EQ(pp_submit(srv, (i % 3) ? remote_square : remote_sleep_square, &arg[i], 8, &o,
+                            nullptr), 0);
+    }
+    ASSERT_EQ(pp_wait(srv, nullptr, 120000), 0) << node_errors(srv);
+    EXPECT_EQ(ctx.bad.load(), 0);
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(seen[i].load(), 1) << i;
+    pp_stats st;
+    ASSERT_EQ(pp_get_stats(srv, &st), 0);
+    ASSERT_EQ(st.nnodes, 3u);
+    EXPECT_EQ(st.nodes[0].njobs + st.nodes[1].njobs + st.nodes[2].njobs, (uint64_t)N);
+    EXPECT_EQ(st.njobs, (uint64_t)N);
+    EXPECT_GT(st.nodes[1].njobs + st.nodes[2].njobs, 0u);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_EQ(b.stop(), 0);
+    EXPECT_TRUE(agents_in(a.cache).empty());
+    EXPECT_TRUE(agents_in(b.cache).empty());
+}
+
+// A second client run finds the program in the node's cache: the cached
+// file is the same inode (nothing was written again).
+TEST_P(Remote, SecondRunShipsNothing)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "-d" }));
+    struct stat first {}, second {};
+    for (int run = 0; run < 2; run++) {
+        pp_server *srv = client({ a.name() }, 0);
+        ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+        uint64_t x = 3;
+        pp_task *t;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 20000), 0);
+        pp_task_release(t);
+        pp_server_destroy(srv);
+        DIR *d = opendir(a.cache.c_str());
+        ASSERT_NE(d, nullptr);
+        int n = 0;
+        while (dirent *e = readdir(d))
+            if (strncmp(e->d_name, "exe-", 4) == 0) {
+                n++;
+                stat((a.cache + "/" + e->d_name).c_str(), run ? &second : &first);
+            }
+        closedir(d);
+        EXPECT_EQ(n, 1);
+    }
+    EXPECT_EQ(first.st_ino, second.st_ino);
+    EXPECT_EQ(first.st_mtim.tv_nsec, second.st_mtim.tv_nsec);
+    a.stop();
+    std::string log = a.logs();
+    size_t c1 = log.find("cached ");
+    ASSERT_NE(c1, std::string::npos) << log;
+    EXPECT_EQ(log.find("cached ", c1 + 1), std::string::npos) << log;
+    struct stat cs;
+    ASSERT_EQ(stat(a.cache.c_str(), &cs), 0);
+    EXPECT_EQ(cs.st_mode & 0777, 0700u);
+}
+
+// A wrong secret: -EACCES on that node, named; the daemon logs it; jobs
+// with nowhere to go fail after node_wait_ms.
+TEST_P(Remote, WrongSecretIsRefused)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0, "not-" + secret, 1500);
+    ASSERT_NE(srv, nullptr);
+    uint64_t x = 2;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), -EACCES);
+    EXPECT_NE(std::string(pp_task_error(t)).find(a.name()), std::string::npos)
+        << pp_task_error(t);
+    pp_task_release(t);
+    pp_node_info info[2];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 2), 1);
+    EXPECT_EQ(info[0].state, PP_NODE_REFUSED);
+    EXPECT_EQ(info[0].last_error, -EACCES);
+    EXPECT_NE(std::string(info[0].error).find("secret"), std::string::npos) << info[0].error;
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_NE(a.logs().find("authentication failed"), std::string::npos) << a.logs();
+}
+
+// No secret at all: refused at pp_server_new, there is no default.
+TEST(RemoteConfig, NoSecretNoNodes)
+{
+    const char *nodes[] = { "127.0.0.1:1", nullptr };
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ppservers = nodes;
+    pp_server *srv = nullptr;
+    EXPECT_EQ(pp_server_new(&cfg, &srv), -EINVAL);
+    EXPECT_EQ(srv, nullptr);
+}
+
+// Garbage, a truncated frame, an oversized length and a handshake that
+// never finishes each close only that connection.
+TEST_P(Remote, BadClientsCloseOnlyTheirConnection)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    auto raw = [&](const std::string &bytes, bool wait_close) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)a.port);
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        EXPECT_EQ(connect(fd, (sockaddr *)&sa, sizeof sa), 0);
+        (void)!write(fd, bytes.data(), bytes.size());
+        bool closed = false;
+        if (wait_close) {
+            char c;
+            timeval tv{ 10, 0 };
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            closed = read(fd, &c, 1) <= 0;
+        }
+        close(fd);
+        return closed;
+    };
+    EXPECT_TRUE(raw("GET / HTTP/1.0\r\n\r\n", true));
+    std::string big(16, '\0');
+    big[0] = 1;
+    big[1] = 1;                   // HELLO
+    big[4] = big[5] = big[6] = (char)0xff; big[7] = 0x7f; // 2 GiB
+    EXPECT_TRUE(raw(big, true));
+    EXPECT_TRUE(raw(std::string("\x01\x01\x00\x00\x25\x00\x00\x00", 8), true)); // truncated
+    EXPECT_TRUE(raw("", true));   // never says anything: the deadline closes it
+    // The daemon still serves a real client.
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    uint64_t x = 5;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), 0);
+    pp_task_release(t);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    std::string log = a.logs();
+    EXPECT_NE(log.find("handshake deadline"), std::string::npos) << log;
+}
+
+// kill -9 of one node's daemon and sessions, SIGSTOP of another's
+// session: every job exactly once with its own result.
+TEST_P(Remote, NodesDieAndJobsRunElsewhere)
+{
+    Node a, b, c;
+    ASSERT_TRUE(a.start(secret, 1));
+    ASSERT_TRUE(b.start(secret, 1));
+    ASSERT_TRUE(c.start(secret, 1));
+    pp_server *srv = client({ a.name(), b.name(), c.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
+    const int N = 3000;
+    std::vector<std::atomic<int>> seen(N);
+    std::vector<uint64_t> arg(N);
+    std::atomic<int> bad{ 0 };
+    struct Ctx {
+        std::vector<std::atomic<int>> *seen;
+        std::atomic<int> *bad;
+        uint64_t i;
+    };
+    std::vector<Ctx> ctx(N);
+    for (int i = 0; i < N; i++) {
+        arg[i] = (uint64_t)i;
+        ctx[i] = Ctx{ &seen, &bad, (uint64_t)i };
+        pp_submit_opts o{};
+        o.callback = [](pp_task *t, void *p) {
+            auto *c = (Ctx *)p;
+            const void *d;
+            size_t len;
+            if (pp_task_result(t, &d, &len) != 0 || len != 8 ||
+                *(const uint64_t *)d != c->i * c->i + 1)
+                (*c->bad)++;
+            (*c->seen)[c->i]++;
+        };
+        o.callback_arg = &ctx[i];
+        ASSERT_EQ(pp_submit(srv, remote_sleep_square, &arg[i], 8, &o, nullptr), 0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    for (pid_t p : agents_in(a.cache))
+        kill(p, SIGKILL);
+    kill(a.pid, SIGKILL);
+    std::vector<pid_t> stopped = agents_in(b.cache);
+    for (pid_t p : stopped)
+        kill(p, SIGSTOP);
+    ASSERT_EQ(pp_wait(srv, nullptr, 120000), 0) << node_errors(srv);
+    for (pid_t p : stopped)
+        kill(p, SIGCONT);
+    EXPECT_EQ(bad.load(), 0);
+    for (int i = 0; i < N; i++)
+        ASSERT_EQ(seen[i].load(), 1) << i;
+    pp_node_info info[4];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 4), 3);
+    EXPECT_NE(info[0].state, PP_NODE_UP);
+    pp_server_destroy(srv);
+    a.stop(SIGKILL);
+    EXPECT_EQ(b.stop(), 0);
+    EXPECT_EQ(c.stop(), 0);
+    EXPECT_TRUE(agents_in(b.cache).empty());
+    EXPECT_TRUE(agents_in(c.cache).empty());
+}
+
+// A job that kills every node it runs on stops after the retry cap.
+TEST_P(Remote, RetryCapForAJobThatKillsItsNode)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_kill_node, nullptr, 0, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 60000), 0) << node_errors(srv);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), -ECHILD);
+    EXPECT_NE(std::string(pp_task_error(t)).find(a.name()), std::string::npos)
+        << pp_task_error(t);
+    pp_task_release(t);
+    // A worker crash on the node is a failed job, not a node failure.
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    ASSERT_EQ(pp_submit(srv, remote_crash, nullptr, 0, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    EXPECT_EQ(pp_task_result(t, &d, &len), -ECHILD);
+    std::string e = pp_task_error(t);
+    EXPECT_NE(e.find(a.name()), std::string::npos) << e;
+    EXPECT_NE(e.find("signal 11"), std::string::npos) << e;
+    pp_task_release(t);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_TRUE(agents_in(a.cache).empty());
+}
+
+// A function of a shared object dlopen()ed after pp_server_new runs
+// remotely: the node fetches the module by hash.
+TEST_P(Remote, DlopenedModuleRunsRemotely)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    void *h = dlopen(PP_DYN_PATH, RTLD_NOW);
+    ASSERT_NE(h, nullptr) << dlerror();
+    auto fn = (pp_fn *)dlsym(h, "ppdyn_reverse");
+    ASSERT_NE(fn, nullptr);
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, fn, "abcd", 4, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    ASSERT_EQ(pp_task_result(t, &d, &len), 4) << pp_task_error(t);
+    ASSERT_EQ(len, 4u);
+    EXPECT_EQ(std::string((const char *)d, 4), "dcba");
+    pp_task_release(t);
+    pp_server_destroy(srv);
+    dlclose(h);
+    EXPECT_EQ(a.stop(), 0);
+}
+
+// -t: the daemon exits by itself after that long without a client.
+TEST_P(Remote, IdleTimeoutExits)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "-t", "1" }));
+    int st = -1;
+    for (int i = 0; i < 50 && a.pid > 0; i++) {
+        if (waitpid(a.pid, &st, WNOHANG) == a.pid)
+            a.pid = -1;
+        else
+            usleep(100000);
+    }
+    EXPECT_EQ(a.pid, -1);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    a.stop();
+}
+
+// SIGUSR1 prints every session's stats table.
+TEST_P(Remote, Sigusr1PrintsStats)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1));
+    uint64_t x = 1;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    pp_task_release(t);
+    kill(a.pid, SIGUSR1);
+    bool found = false;
+    for (int i = 0; i < 50 && !found; i++) {
+        usleep(100000);
+        found = a.logs().find("Job execution statistics") != std::string::npos;
+    }
+    EXPECT_TRUE(found) << a.logs();
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
+                         [](const ::testing::TestParamInfo<const char *> &i) {
+                             return std::string(i.param[0] ? "epoll" : "io_uring");
+                         });
