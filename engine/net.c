@@ -50,6 +50,7 @@
 #define PP_NODE_DEPTH 8           /* jobs in flight per node worker */
 #define NET_TICK_MS 100
 #define CONNECT_MS 3000
+#define SETUP_MS 30000           /* handshake, code shipping, agent start */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define INFLIGHT_BYTES (64u << 20) /* stop taking jobs beyond this queued */
@@ -894,15 +895,20 @@ static void on_tick(void *ctx)
         }
         if (n->phase == PH_CONNECT)
             continue; /* the connect timeout covers it */
-        if (now - n->last_rx > net->timeout_ms) {
+        /* Before READY the node may be receiving our program (MiB) and
+         * starting its agent: a setup deadline, not the heartbeat one.
+         * Nothing is sent before READY but what the session asks for: the
+         * node hands the session to the agent between two reads. */
+        uint64_t limit = n->phase == PH_UP ? net->timeout_ms : SETUP_MS;
+        if (now - n->last_rx > limit) {
             char msg[PP_ERRMSG_MAX];
-            snprintf(msg, sizeof(msg), "no answer for %llu ms (heartbeat timeout)",
-                     (unsigned long long)(now - n->last_rx));
-            node_down(n, n->phase == PH_HELLO ? -ETIMEDOUT : -ETIMEDOUT, msg,
-                      n->phase == PH_UP);
+            snprintf(msg, sizeof(msg), "no answer for %llu ms (%s)",
+                     (unsigned long long)(now - n->last_rx),
+                     n->phase == PH_UP ? "heartbeat timeout" : "setup timeout");
+            node_down(n, -ETIMEDOUT, msg, n->phase == PH_UP);
             continue;
         }
-        if (n->phase >= PH_INFO && now - n->hb_sent >= net->timeout_ms / 3) {
+        if (n->phase == PH_UP && now - n->hb_sent >= net->timeout_ms / 3) {
             n->hb_sent = now;
             pp_chan_send(&n->ch, PP_WIRE_HEARTBEAT, 0, now, NULL, 0);
         }

@@ -96,6 +96,8 @@ static void peer_name(const struct sockaddr_storage *ss, char *out, size_t n)
 /* The session process                                                */
 /* ================================================================ */
 
+/* S_EXEC: the agent starts once the current read is consumed; a frame
+ * after the last one the client may send before READY is an error. */
 enum { S_HELLO, S_AUTH, S_SESSION, S_CODE, S_EXEC, S_DEAD };
 
 struct session {
@@ -158,7 +160,7 @@ static int on_session_frame(struct session *s, const struct pp_wire_frame *f)
     plog("session %s: program %s", s->peer, path);
     pp_cache_path(s->exe_path, sizeof(s->exe_path), conf.cache_dir, "exe", s->exe_hash);
     if (pp_cache_ok(s->exe_path, s->exe_hash)) {
-        start_agent(s);
+        s->state = S_EXEC;
         return 0;
     }
     if (access(s->exe_path, F_OK) == 0)
@@ -209,7 +211,7 @@ static int on_code_frame(struct session *s, const struct pp_wire_frame *f)
     }
     dlog("session %s: cached %s (%llu bytes)", s->peer, s->exe_path,
          (unsigned long long)s->exe_size);
-    start_agent(s);
+    s->state = S_EXEC;
     return 0;
 }
 
@@ -276,6 +278,10 @@ static int sess_data(void *ctx, const uint8_t *data, size_t len)
 {
     struct session *s = ctx;
     int r = pp_chan_data(&s->ch, data, len);
+    if (r == 0 && s->state == S_EXEC) {
+        start_agent(s); /* returns only on failure */
+        return -ECONNABORTED;
+    }
     if (r < 0 && s->state != S_DEAD) {
         const char *why = pp_chan_error(&s->ch);
         plog("session %s: closing: %s", s->peer, why ? why : strerror(-r));

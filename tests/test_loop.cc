@@ -8,6 +8,10 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -150,6 +154,7 @@ void server_accept(void *ctx, int fd, const sockaddr_storage *peer)
     Server &s = *static_cast<Server *>(ctx);
     s.accepts++;
     EXPECT_TRUE(peer->ss_family == AF_INET || peer->ss_family == AF_INET6);
+    EXPECT_TRUE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
     s.peers.emplace_back();
     Peer &p = s.peers.back();
     p.echo = s.echo;
@@ -349,18 +354,22 @@ TEST_P(Loop, EchoAcrossThreads)
 {
     std::atomic<pp_loop *> sl{nullptr};
     std::atomic<int> port{0};
-    std::atomic<bool> stop{false};
+    std::atomic<bool> waked{false};  // pp_loop_wake has returned: the loop may go
     std::string backend = GetParam();
     std::thread th([&] {
         // The server's loop is created on the thread that runs it (SINGLE_ISSUER).
         pp_loop *l = make_loop(backend);
         Server s;
         ASSERT_EQ(server_listen(s, l), 0);
-        pp_loop_set_wake(l, [](void *) {}, nullptr);
+        bool stop = false;
+        pp_loop_set_wake(l, [](void *ctx) { *static_cast<bool *>(ctx) = true; }, &stop);
         sl = l;
         port = s.port;
-        while (!stop.load())
+        while (!stop)
             EXPECT_GE(pp_loop_run(l, 1000), 0);
+        // The loop must outlive every pp_loop_wake call on it.
+        while (!waked.load())
+            std::this_thread::yield();
         pp_loop_free(l);  // before s goes: its peers get on_close(-ECANCELED)
     });
     while (!port.load())
@@ -390,8 +399,8 @@ TEST_P(Loop, EchoAcrossThreads)
     }
     ASSERT_TRUE(run([&] { return cl.rx.size() >= sent.size(); }));
     EXPECT_TRUE(cl.rx == sent);
-    stop = true;
     pp_loop_wake(sl.load());
+    waked = true;
     th.join();
     // The server's pp_loop_free closed its end.
     ASSERT_TRUE(run([&] { return cl.closes == 1; }));
@@ -575,6 +584,29 @@ TEST_P(Loop, PeerEofGivesZero)
     close(fd);
     ASSERT_TRUE(run([&] { return s.peers[0].closes == 1; }));
     EXPECT_EQ(s.peers[0].close_err, 0);
+
+    // A half-close with a reply still to send: the reply goes out, then EOF.
+    Server &e = server();
+    fd = raw_connect(e.port);
+    ASSERT_GE(fd, 0);
+    std::string req(100000, 'q');
+    std::thread th([&] {
+        EXPECT_EQ(send(fd, req.data(), req.size(), 0), (ssize_t)req.size());
+        shutdown(fd, SHUT_WR);
+    });
+    std::string back;
+    ASSERT_TRUE(run([&] {
+        char b[65536];
+        ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+        if (n > 0)
+            back.append(b, (size_t)n);
+        return n == 0;
+    }));
+    th.join();
+    close(fd);
+    EXPECT_TRUE(back == req);
+    ASSERT_TRUE(run([&] { return e.peers.size() == 1 && e.peers[0].closes == 1; }));
+    EXPECT_EQ(e.peers[0].close_err, 0);
 
     // The other way round: a raw server that accepts and closes.
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -858,6 +890,163 @@ TEST_P(Loop, QueueLimitsAndDrain)
     };
     ASSERT_EQ(pp_conn_write(p.c, "m", 1), 0);
     ASSERT_TRUE(run([&] { return p.rx.size() == 51; }));
+}
+
+TEST_P(Loop, CloseWhileConnectingAndEscalation)
+{
+    Server &s = server();
+    s.echo = false;
+    // Closed before the connect finished: on_close only, never on_connect.
+    Peer &p = client(s.port);
+    pp_conn_close(p.c, 0);
+    ASSERT_TRUE(run([&] { return p.closes == 1; }));
+    EXPECT_EQ(p.connects, 0);
+    EXPECT_EQ(p.close_err, -ECANCELED);
+
+    // A graceful close that cannot drain (the peer never reads) is made
+    // immediate by a second call.
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a = lo_addr(0);
+    socklen_t len = sizeof(a);
+    ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr *>(&a), sizeof(a)), 0);
+    ASSERT_EQ(listen(lfd, 4), 0);
+    getsockname(lfd, reinterpret_cast<sockaddr *>(&a), &len);
+    Peer &q = client(ntohs(a.sin_port));
+    ASSERT_TRUE(run([&] { return q.connects == 1; }));
+    int afd = accept(lfd, nullptr, nullptr);
+    ASSERT_GE(afd, 0);
+    std::vector<uint8_t> big(16u << 20, 7);
+    ASSERT_EQ(pp_conn_write(q.c, big.data(), big.size()), 0);
+    pp_conn_close(q.c, 0);
+    EXPECT_EQ(pp_conn_write(q.c, "x", 1), -EPIPE);
+    for (int i = 0; i < 5; i++)
+        pp_loop_run(loop_, 10);
+    EXPECT_EQ(q.closes, 0);
+    EXPECT_GT(pp_conn_queued(q.c), 0u);
+    pp_conn_close(q.c, -EIO);
+    ASSERT_TRUE(run([&] { return q.closes == 1; }));
+    EXPECT_EQ(q.close_err, -EIO);
+    close(afd);
+    close(lfd);
+}
+
+TEST_P(Loop, GracefulCloseLingersThenGivesUp)
+{
+    // The peer reads our reply and EOF but never closes, and keeps sending:
+    // the late bytes must not turn our close into an RST that eats the reply,
+    // and the socket is closed PP_LOOP_LINGER_MS later anyway.
+    Server &s = server();
+    s.setup = [](Peer &p) {
+        p.data_fn = [](Peer &q, const uint8_t *, size_t) {
+            std::vector<uint8_t> reply(1u << 20, 'r');
+            EXPECT_EQ(pp_conn_write(q.c, reply.data(), reply.size()), 0);
+            pp_conn_close(q.c, 0);
+            return 0;
+        };
+    };
+    int fd = raw_connect(s.port);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(send(fd, "go", 2, 0), 2);
+    ASSERT_TRUE(run([&] { return s.accepts == 1; }));
+    int open_fds = count_fds();
+    size_t got = 0;
+    bool eof = false;
+    auto t0 = Clock::now();
+    ASSERT_TRUE(run([&] {
+        char b[65536];
+        ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+        if (n == 0)
+            eof = true;
+        send(fd, "late", 4, MSG_DONTWAIT | MSG_NOSIGNAL);  // unread by the server
+        return eof;
+    }));
+    EXPECT_EQ(got, 1u << 20);
+    EXPECT_EQ(s.peers[0].closes, 1);
+    EXPECT_EQ(s.peers[0].close_err, 0);
+    // Still lingering (one fd more than after the close)...
+    EXPECT_EQ(count_fds(), open_fds);
+    // ...until the deadline.
+    ASSERT_TRUE(run([&] { return count_fds() == open_fds - 1; }, (int)PP_LOOP_LINGER_MS + 3000));
+    EXPECT_GE(ms_since(t0), (long)PP_LOOP_LINGER_MS - 200);
+    close(fd);
+}
+
+TEST_P(Loop, ListenerPausesWhenOutOfFds)
+{
+    Server &s = server();
+    const int N = 8;
+    // The clients live in a child, so their fds do not count against our limit.
+    int go[2];
+    ASSERT_EQ(pipe(go), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        std::vector<int> fds;
+        for (int i = 0; i < N; i++) {
+            int fd = socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a = lo_addr(s.port);
+            if (connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof(a)) < 0)
+                _exit(1);
+            fds.push_back(fd);
+        }
+        char b;
+        (void)!read(go[0], &b, 1);  // hold them until the parent is done
+        _exit(0);
+    }
+    ASSERT_GT(pid, 0);
+    close(go[0]);
+    rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    rlimit low = old;
+    low.rlim_cur = (rlim_t)count_fds() + 3;  // room for 3 (count_fds' own fd included)
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+    auto t0 = Clock::now();
+    int turns = 0;
+    while (ms_since(t0) < 300) {
+        ASSERT_GE(pp_loop_run(loop_, 50), 0);
+        turns++;
+    }
+    int accepted = s.accepts;
+    setrlimit(RLIMIT_NOFILE, &old);
+    EXPECT_LT(accepted, N);
+    EXPECT_LT(turns, 100) << "the listener spun on EMFILE";
+    // With the limit back, the paused listener resumes and takes the rest.
+    ASSERT_TRUE(run([&] { return s.accepts == N; }));
+    close(go[1]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+pp_loop *g_sig_loop;
+
+void on_sigusr1(int)
+{
+    pp_loop_wake(g_sig_loop);
+}
+
+TEST_P(Loop, WakeFromSignalHandler)
+{
+    std::atomic<int> woke{0};
+    pp_loop_set_wake(loop_, [](void *ctx) { ++*static_cast<std::atomic<int> *>(ctx); }, &woke);
+    g_sig_loop = loop_;
+    struct sigaction sa = {}, old = {};
+    sa.sa_handler = on_sigusr1;
+    sigemptyset(&sa.sa_mask);
+    ASSERT_EQ(sigaction(SIGUSR1, &sa, &old), 0);
+    pthread_t self = pthread_self();
+    std::thread th([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        pthread_kill(self, SIGUSR1);
+    });
+    auto t0 = Clock::now();
+    while (woke.load() == 0 && ms_since(t0) < 5000)
+        ASSERT_GE(pp_loop_run(loop_, -1), 0);
+    th.join();
+    sigaction(SIGUSR1, &old, nullptr);
+    EXPECT_EQ(woke.load(), 1);
+    EXPECT_LT(ms_since(t0), 2000);
 }
 
 TEST_P(Loop, FreeWithOpenConnections)

@@ -107,8 +107,14 @@ struct Node {
         int pfd[2];
         if (pipe(pfd) < 0)
             return false;
-        std::vector<std::string> args = { PP_PPSERVER, "-c", conf, "-i", "127.0.0.1", "-p", "0",
-                                          "-w", std::to_string(workers), "--cache-dir", cache };
+        std::vector<std::string> args = prefix;
+        for (auto &a : std::vector<std::string>{ PP_PPSERVER, "-c", conf, "-p", port_arg, "-w",
+                                                 std::to_string(workers), "--cache-dir", cache })
+            args.push_back(a);
+        if (!default_interface) {
+            args.push_back("-i");
+            args.push_back("127.0.0.1");
+        }
         for (auto &a : extra)
             args.push_back(a);
         pid = fork();
@@ -120,7 +126,7 @@ struct Node {
             for (auto &a : args)
                 av.push_back(const_cast<char *>(a.c_str()));
             av.push_back(nullptr);
-            execv(av[0], av.data());
+            execvp(av[0], av.data());
             _exit(127);
         }
         close(pfd[1]);
@@ -134,6 +140,9 @@ struct Node {
                 break;
             got += c;
             if (c == '\n') {
+                if (got.find("ppserver: listening on") != std::string::npos &&
+                    got.find("127.0.0.1:") == std::string::npos)
+                    break; // not on loopback: the caller checks
                 auto p = got.find("ppserver: listening on 127.0.0.1:");
                 if (p != std::string::npos) {
                     port = atoi(got.c_str() + p + strlen("ppserver: listening on 127.0.0.1:"));
@@ -197,6 +206,9 @@ struct Node {
     std::thread drain;
     std::mutex mu;
     std::string log_acc;
+    std::vector<std::string> prefix;  // e.g. setarch linux32
+    std::string port_arg = "0";
+    bool default_interface = false;
 };
 
 // Waits until every node is UP (or the timeout passes).
@@ -271,6 +283,14 @@ extern "C" int remote_kill_node(pp_job *job)
     if (f)
         fclose(f);
     usleep(200000);
+    return 0;
+}
+
+extern "C" int remote_sleep_ms(pp_job *job)
+{
+    size_t len;
+    const uint32_t *ms = (const uint32_t *)pp_job_arg(job, &len);
+    usleep(*ms * 1000u);
     return 0;
 }
 
@@ -733,7 +753,220 @@ TEST_P(Remote, Sigusr1PrintsStats)
     EXPECT_EQ(a.stop(), 0);
 }
 
+// SIGTERM: the node stops accepting, its sessions hand their jobs back
+// (they run on the other node), it exits 0 and leaves no process.
+TEST_P(Remote, SigtermHandsJobsBack)
+{
+    Node a, b;
+    ASSERT_TRUE(a.start(secret, 1));
+    ASSERT_TRUE(b.start(secret, 1));
+    pp_server *srv = client({ a.name(), b.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 2)) << node_errors(srv);
+    const int N = 600;
+    std::vector<pp_task *> t(N);
+    std::vector<uint64_t> arg(N);
+    for (int i = 0; i < N; i++) {
+        arg[i] = (uint64_t)i;
+        ASSERT_EQ(pp_submit(srv, remote_sleep_square, &arg[i], 8, nullptr, &t[i]), 0);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    EXPECT_EQ(a.stop(SIGTERM), 0) << a.logs();
+    EXPECT_TRUE(agents_in(a.cache).empty());
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(pp_task_wait(t[i], 60000), 0);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
+        EXPECT_EQ(*(const uint64_t *)d, arg[i] * arg[i] + 1);
+        pp_task_release(t[i]);
+    }
+    pp_node_info info[2];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 2), 2);
+    EXPECT_GT(info[0].jobs_done, 0u);
+    EXPECT_EQ(info[0].jobs_done + info[1].jobs_done, (uint64_t)N);
+    EXPECT_NE(a.logs().find("handing the jobs back"), std::string::npos) << a.logs();
+    pp_server_destroy(srv);
+    EXPECT_EQ(b.stop(), 0);
+}
+
+// A job longer than the heartbeat timeout is not mistaken for a dead
+// node: heartbeats are answered while it runs.
+TEST_P(Remote, LongJobOutlivesTheHeartbeatTimeout)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1));
+    uint32_t ms = 4500; // node_timeout_ms is 3000 by default
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_sleep_ms, &ms, sizeof ms, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 30000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), 0) << pp_task_error(t);
+    pp_task_release(t);
+    pp_node_info info[1];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 1), 1);
+    EXPECT_EQ(info[0].state, PP_NODE_UP);
+    EXPECT_EQ(info[0].last_error, 0) << info[0].error;
+    EXPECT_EQ(info[0].jobs_done, 1u);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
+// A node restarted on the same port is reconnected (with backoff) and
+// takes jobs again; pp_connect adds a node at run time.
+TEST_P(Remote, ReconnectAndConnectAtRunTime)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1));
+    int port = a.port;
+    std::string cache = a.cache;
+    EXPECT_EQ(a.stop(), 0);
+    Node a2;
+    a2.port_arg = std::to_string(port);
+    ASSERT_TRUE(a2.start(secret, 1, {}, cache)) << a2.logs();
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    Node b;
+    ASSERT_TRUE(b.start(secret, 1));
+    ASSERT_EQ(pp_connect(srv, b.name().c_str()), 0);
+    EXPECT_EQ(pp_connect(srv, b.name().c_str()), -EEXIST);
+    EXPECT_EQ(pp_connect(srv, "no-port:"), -EINVAL);
+    ASSERT_TRUE(wait_up(srv, 2)) << node_errors(srv);
+    uint64_t x = 6;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), 0);
+    pp_task_release(t);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a2.stop(), 0);
+    EXPECT_EQ(b.stop(), 0);
+}
+
+// A node of another architecture is never sent code; with nowhere else
+// to go the job fails with a reason.
+TEST_P(Remote, IncompatibleNodeGetsNoCode)
+{
+    if (system("setarch linux32 true >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "setarch linux32 is not available here";
+    Node a;
+    a.prefix = { "setarch", "linux32" };
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_server *srv = client({ a.name() }, 0, "", 1500);
+    uint64_t x = 2;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), -EHOSTUNREACH);
+    EXPECT_NE(std::string(pp_task_error(t)).find("architecture"), std::string::npos)
+        << pp_task_error(t);
+    pp_task_release(t);
+    pp_node_info info[1];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 1), 1);
+    EXPECT_EQ(info[0].state, PP_NODE_REFUSED);
+    EXPECT_EQ(info[0].last_error, -ENOEXEC);
+    pp_server_destroy(srv);
+    a.stop();
+    DIR *dir = opendir(a.cache.c_str());
+    ASSERT_NE(dir, nullptr);
+    while (dirent *e = readdir(dir))
+        EXPECT_NE(strncmp(e->d_name, "exe-", 4), 0) << e->d_name;
+    closedir(dir);
+}
+
+// At most --max-pending handshakes at once: one more is closed at once.
+TEST_P(Remote, PendingHandshakeLimit)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "--max-pending", "2" }));
+    auto dial = [&] {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)a.port);
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        EXPECT_EQ(connect(fd, (sockaddr *)&sa, sizeof sa), 0);
+        return fd;
+    };
+    int f1 = dial(), f2 = dial();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    int f3 = dial();
+    timeval tv{ 2, 0 };
+    setsockopt(f3, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char c;
+    auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(read(f3, &c, 1), 0); // closed, long before the 5 s deadline
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+    close(f1);
+    close(f2);
+    close(f3);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_NE(a.logs().find("--max-pending"), std::string::npos) << a.logs();
+}
+
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                              return std::string(i.param[0] ? "epoll" : "io_uring");
                          });
+
+// The secret never shows in ps (-s is wiped from argv); a config file
+// that others can read, with a secret in it, is refused; the daemon
+// listens on loopback unless -i says otherwise.
+TEST(RemoteDaemon, SecretHandling)
+{
+    std::string dir = make_tmpdir();
+    std::string sec = random_hex(40);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 2);
+        execl(PP_PPSERVER, PP_PPSERVER, "-s", sec.c_str(), "-p", "0", "--cache-dir",
+              (dir + "/c").c_str(), (char *)nullptr);
+        _exit(127);
+    }
+    std::string cmd;
+    for (int i = 0; i < 50; i++) {
+        usleep(50000);
+        std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
+        std::stringstream ss;
+        ss << f.rdbuf();
+        cmd = ss.str();
+        if (cmd.find("--cache-dir") != std::string::npos)
+            break;
+    }
+    EXPECT_NE(cmd.find("--cache-dir"), std::string::npos);
+    EXPECT_EQ(cmd.find(sec), std::string::npos) << "secret visible in /proc/pid/cmdline";
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    std::string conf = dir + "/open.conf";
+    {
+        std::ofstream f(conf);
+        f << "[general]\nsecret = " << sec << "\n";
+    }
+    chmod(conf.c_str(), 0644);
+    pid = fork();
+    if (pid == 0) {
+        int nul = open("/dev/null", O_WRONLY);
+        dup2(nul, 2);
+        execl(PP_PPSERVER, PP_PPSERVER, "-c", conf.c_str(), "-p", "0", (char *)nullptr);
+        _exit(127);
+    }
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0);
+    rm_rf(dir);
+
+    Node a;
+    a.default_interface = true;
+    EXPECT_TRUE(a.start(sec, 1)) << "default interface is not loopback: " << a.logs();
+    EXPECT_EQ(a.stop(), 0);
+}
