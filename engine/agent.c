@@ -29,6 +29,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <link.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -52,6 +53,12 @@ struct ajob {
     uint32_t module;
     uint64_t offset;
     size_t arg_len;
+    uint32_t flags;              /* PP_JOB_F_* */
+    /* a pp_map chunk (PP_JOB_F_MAP): run by pp_map in a thread of its own */
+    pp_fn *map_fn;
+    void *map_in, *map_out;
+    uint64_t in_size, out_size, count;
+    int map_status;
     struct ajob *next;           /* pending list / done stack */
 };
 
@@ -81,6 +88,7 @@ struct agent {
     uint64_t last_rx;
     bool ending;
     int workers;
+    _Atomic int map_threads;      /* pp_map threads not yet collected */
 };
 
 static struct agent *the_agent;
@@ -104,18 +112,12 @@ static void alog(struct agent *a, const char *fmt, ...)
 /* ---- results ---- */
 
 /* Called in the local server's engine thread. */
+static void push_done(struct agent *a, struct ajob *j);
+
 static void job_done(pp_task *t, void *arg)
 {
     (void)t;
-    struct ajob *j = arg;
-    struct agent *a = the_agent;
-    struct ajob *head = atomic_load_explicit(&a->done, memory_order_relaxed);
-    do {
-        j->next = head;
-        /* Release: the loop thread's exchange (acquire) sees j whole. */
-    } while (!atomic_compare_exchange_weak_explicit(&a->done, &head, j, memory_order_release,
-                                                    memory_order_relaxed));
-    pp_loop_wake(a->loop);
+    push_done(the_agent, arg);
 }
 
 /* Sends one RESULT (chunked beyond max_body) for a status, message and
@@ -163,7 +165,23 @@ static void free_job(struct agent *a, struct ajob *j)
         pp_task_release(j->task);
     if (j->arg_shm)
         pp_shm_free(a->srv, j->arg_shm);
+    free(j->map_in);
+    free(j->map_out);
     free(j);
+}
+
+/* Release: the loop thread's exchange (acquire) sees j whole.  One
+ * wake-up per batch: a non-empty stack means the loop has one coming (it
+ * empties the stack only after it woke). */
+static void push_done(struct agent *a, struct ajob *j)
+{
+    struct ajob *head = atomic_load_explicit(&a->done, memory_order_relaxed);
+    do {
+        j->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&a->done, &head, j, memory_order_release,
+                                                    memory_order_relaxed));
+    if (!head)
+        pp_loop_wake(a->loop);
 }
 
 static void send_done(struct agent *a)
@@ -171,6 +189,18 @@ static void send_done(struct agent *a)
     struct ajob *j = atomic_exchange_explicit(&a->done, NULL, memory_order_acquire);
     while (j) {
         struct ajob *next = j->next;
+        if (j->flags & PP_JOB_F_MAP) {
+            char msg[64] = "";
+            if (j->map_status < 0)
+                snprintf(msg, sizeof(msg), "a pp_map item failed with status %d",
+                         j->map_status);
+            send_result(a, j->id, j->map_status, msg[0] ? msg : NULL, j->map_out,
+                        (size_t)(j->out_size * j->count));
+            free_job(a, j);
+            atomic_fetch_sub(&a->map_threads, 1);
+            j = next;
+            continue;
+        }
         const void *data = NULL;
         size_t len = 0;
         int st = pp_task_result(j->task, &data, &len);
@@ -188,6 +218,48 @@ static void fail_job(struct agent *a, struct ajob *j, int code, const char *msg)
     free_job(a, j);
 }
 
+/* pp_map blocks until its items are done: it gets a thread, and the
+ * loop goes on serving everything else. */
+static void *map_thread(void *arg)
+{
+    struct ajob *j = arg;
+    struct agent *a = the_agent;
+    j->map_status = pp_map(a->srv, j->map_fn, j->map_in, (size_t)j->in_size,
+                           (size_t)j->count, j->map_out, (size_t)j->out_size);
+    push_done(a, j);
+    return NULL;
+}
+
+static void run_map(struct agent *a, struct ajob *j, pp_fn *fn, const void *arg)
+{
+    struct pp_rd rd = pp_rd_of(arg, j->arg_len);
+    j->in_size = pp_rd_u64(&rd);
+    j->out_size = pp_rd_u64(&rd);
+    j->count = pp_rd_u64(&rd);
+    if (rd.err || !j->count || j->in_size > PP_MAX_PAYLOAD / j->count ||
+        j->out_size > PP_MAX_PAYLOAD / j->count || pp_rd_left(&rd) != j->in_size * j->count) {
+        fail_job(a, j, -EINVAL, "malformed pp_map chunk");
+        return;
+    }
+    j->map_fn = fn;
+    j->map_in = malloc(pp_rd_left(&rd) ? pp_rd_left(&rd) : 1);
+    j->map_out = malloc(j->out_size * j->count ? (size_t)(j->out_size * j->count) : 1);
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (!j->map_in || !j->map_out) {
+        fail_job(a, j, -ENOMEM, "out of memory on the node");
+    } else {
+        memcpy(j->map_in, rd.p, pp_rd_left(&rd));
+        if (pthread_create(&th, &at, map_thread, j) != 0)
+            fail_job(a, j, -EAGAIN, "the node cannot start a thread for pp_map");
+        else
+            atomic_fetch_add(&a->map_threads, 1);
+    }
+    pthread_attr_destroy(&at);
+}
+
 static void run_job(struct agent *a, struct ajob *j, const void *arg)
 {
     struct amod *m = &a->mods[j->module];
@@ -199,6 +271,10 @@ static void run_job(struct agent *a, struct ajob *j, const void *arg)
      * whatever lies there. */
     if (!dladdr1((void *)fn, &info, (void **)&lm, RTLD_DL_LINKMAP) || lm != m->map) {
         fail_job(a, j, -EINVAL, "function offset outside its module");
+        return;
+    }
+    if (j->flags & PP_JOB_F_MAP) {
+        run_map(a, j, fn, j->arg_shm ? j->arg_shm : arg);
         return;
     }
     struct pp_submit_opts o = { .callback = job_done, .callback_arg = j };
@@ -258,14 +334,16 @@ static int on_job(struct agent *a, const struct pp_wire_frame *f)
     bool chunked = f->hdr.flags & PP_WIRE_F_CHUNKED;
     uint64_t total = chunked ? pp_rd_u64(&rd) : 0;
     uint32_t module = pp_rd_u32(&rd);
-    pp_rd_u32(&rd); /* flags: none defined */
+    uint32_t flags = pp_rd_u32(&rd);
     uint64_t offset = pp_rd_u64(&rd);
-    if (rd.err || module >= PP_MAX_MODULES || (chunked && total > PP_MAX_PAYLOAD))
+    if (rd.err || module >= PP_MAX_MODULES || (chunked && total > PP_MAX_PAYLOAD + 64) ||
+        (flags & ~PP_JOB_F_MAP))
         return -EPROTO;
     struct ajob *j = calloc(1, sizeof(*j));
     if (!j)
         return -ENOMEM;
     j->id = f->hdr.reqid;
+    j->flags = flags;
     j->module = module;
     j->offset = offset;
     if (!chunked) {
@@ -607,7 +685,19 @@ out:
         for (int i = 0; i < 100 && a->conn; i++)
             pp_loop_run(a->loop, 10);
     }
-    /* Jobs still running are cancelled; their callbacks push them. */
+    /* pp_map threads finish their chunk (the workers go on) before the
+     * server goes; jobs still running are then cancelled. */
+    for (int i = 0; i < 3000 && atomic_load(&a->map_threads) > 0; i++) {
+        struct ajob *d = atomic_exchange(&a->done, NULL);
+        while (d) {
+            struct ajob *n = d->next;
+            if (d->flags & PP_JOB_F_MAP)
+                atomic_fetch_sub(&a->map_threads, 1);
+            free_job(a, d);
+            d = n;
+        }
+        usleep(1000);
+    }
     if (a->srv)
         pp_server_destroy(a->srv);
     struct ajob *j = atomic_exchange(&a->done, NULL);

@@ -186,5 +186,15 @@ PP_HIDDEN void pp__cons_reset(struct pp_server *s, uint32_t slot);
 /* ---- map.c (worker side) ---- */
 struct pp_worker;
 PP_HIDDEN int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn);
+/* A map chunk for a remote node (net.c): its items' input and output
+ * space in the host's segment, and its result once the node answered. */
+struct pp_map_view {
+    const void *in;          /* count * in_size bytes */
+    void *out;               /* count * out_size bytes */
+    uint64_t in_size, out_size, first, count;
+};
+PP_HIDDEN void pp__map_view(struct pp_server *s, const struct pp_rec *rec,
+                            struct pp_map_view *v);
+PP_HIDDEN void pp__map_settle(struct pp_rec *rec, int status, uint64_t fail_index);
 
 #endif /* PP_ENGINE_HOST_H */

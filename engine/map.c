@@ -86,6 +86,30 @@ int pp__map_run(struct pp_worker *w, struct pp_rec *rec, pp_fn *fn)
 }
 
 /* ---------------------------------------------------------------- */
+/* Remote nodes (net.c): the node runs the items, the host places them */
+/* ---------------------------------------------------------------- */
+
+void pp__map_view(struct pp_server *s, const struct pp_rec *rec, struct pp_map_view *v)
+{
+    struct map_chunk c;
+    memcpy(&c, rec->inl_arg, sizeof(c));
+    v->in = (const char *)pp_seg_ptr(&s->seg, c.in_off) + c.first * c.in_size;
+    v->out = (char *)pp_seg_ptr(&s->seg, c.out_off) + c.first * c.out_size;
+    v->in_size = c.in_size;
+    v->out_size = c.out_size;
+    v->first = c.first;
+    v->count = c.count;
+}
+
+void pp__map_settle(struct pp_rec *rec, int status, uint64_t fail_index)
+{
+    struct map_result res = { status, 0, status < 0 ? fail_index : UINT64_MAX };
+    memcpy(rec->inl_res, &res, sizeof(res));
+    rec->res_len = sizeof(res);
+    rec->res_where = PP_RES_INLINE;
+}
+
+/* ---------------------------------------------------------------- */
 /* Host side                                                          */
 /* ---------------------------------------------------------------- */
 

@@ -47,7 +47,7 @@
 #include "msg.h"
 #include "secure.h"
 
-#define PP_NODE_DEPTH 8           /* jobs in flight per node worker */
+#define PP_NODE_DEPTH 32          /* jobs in flight per node worker */
 #define NET_TICK_MS 100
 #define CONNECT_MS 3000
 #define SETUP_MS 30000           /* handshake, code shipping, agent start */
@@ -61,6 +61,9 @@ struct flight {
     uint64_t tok;                 /* 0 = free slot */
     uint64_t sent_ns;
     uint32_t next_free;
+    bool map;                     /* a pp_map chunk: outputs go to map_out */
+    void *map_out;
+    uint64_t map_len, map_first;
 };
 
 struct node {
@@ -352,6 +355,8 @@ static const void *arg_of(struct pp_net *net, struct pp_rec *r)
     return r->arg_len <= PP_TINY ? (const void *)r->tiny_arg : (const void *)r->inl_arg;
 }
 
+/* The argument as two pieces (a prefix, then the bytes), in one JOB frame
+ * or, beyond max_body, a chunked one. */
 static int send_job(struct node *n, uint32_t fi, struct pp_rec *r)
 {
     struct pp_shared *sh = n->k.sh;
@@ -362,16 +367,41 @@ static int send_job(struct node *n, uint32_t fi, struct pp_rec *r)
     int e;
     if (!(n->declared[m / 64] & (1ull << (m % 64))) && (e = declare_module(n, m)) < 0)
         return e;
-    const void *arg = arg_of(n->net, r);
-    size_t len = r->arg_len;
-    if (PP_JOB_HDR + len <= PP_WIRE_MAX_BODY) {
-        uint8_t *p = pp_chan_send_begin(&n->ch, PP_WIRE_JOB, 0, fi, PP_JOB_HDR + len);
+    uint8_t pre[PP_JOB_MAP_HDR];
+    size_t pl = 0;
+    const void *arg;
+    size_t len;
+    uint32_t flags = 0;
+    if (r->flags & PP_RF_MAP) {
+        struct pp_map_view v;
+        pp__map_view(n->net->s, r, &v);
+        struct pp_wr pw = pp_wr_of(pre, sizeof(pre));
+        pp_wr_u64(&pw, v.in_size);
+        pp_wr_u64(&pw, v.out_size);
+        pp_wr_u64(&pw, v.count);
+        pl = PP_JOB_MAP_HDR;
+        arg = v.in;
+        len = (size_t)(v.in_size * v.count);
+        flags = PP_JOB_F_MAP;
+        n->fl[fi].map = true;
+        n->fl[fi].map_out = v.out;
+        n->fl[fi].map_len = v.out_size * v.count;
+        n->fl[fi].map_first = v.first;
+    } else {
+        arg = arg_of(n->net, r);
+        len = r->arg_len;
+        n->fl[fi].map = false;
+    }
+    size_t total = pl + len;
+    if (PP_JOB_HDR + total <= PP_WIRE_MAX_BODY) {
+        uint8_t *p = pp_chan_send_begin(&n->ch, PP_WIRE_JOB, 0, fi, PP_JOB_HDR + total);
         if (!p)
             return n->ch.err;
-        struct pp_wr w = pp_wr_of(p, PP_JOB_HDR + len);
+        struct pp_wr w = pp_wr_of(p, PP_JOB_HDR + total);
         pp_wr_u32(&w, m);
-        pp_wr_u32(&w, 0);
+        pp_wr_u32(&w, flags);
         pp_wr_u64(&w, fe->offset);
+        pp_wr_bytes(&w, pre, pl);
         pp_wr_bytes(&w, arg, len);
         return 0;
     }
@@ -379,15 +409,19 @@ static int send_job(struct node *n, uint32_t fi, struct pp_rec *r)
     if (!p)
         return n->ch.err;
     struct pp_wr w = pp_wr_of(p, 8 + PP_JOB_HDR);
-    pp_wr_u64(&w, len);
+    pp_wr_u64(&w, total);
     pp_wr_u32(&w, m);
-    pp_wr_u32(&w, 0);
+    pp_wr_u32(&w, flags);
     pp_wr_u64(&w, fe->offset);
-    for (size_t off = 0; off < len; off += PP_WIRE_MAX_BODY) {
-        size_t k = len - off < PP_WIRE_MAX_BODY ? len - off : PP_WIRE_MAX_BODY;
-        int rr = pp_chan_send(&n->ch, PP_WIRE_CHUNK, 0, fi, (const char *)arg + off, k);
-        if (rr < 0)
-            return rr;
+    for (size_t off = 0; off < total; off += PP_WIRE_MAX_BODY) {
+        size_t k = total - off < PP_WIRE_MAX_BODY ? total - off : PP_WIRE_MAX_BODY;
+        uint8_t *c = pp_chan_send_begin(&n->ch, PP_WIRE_CHUNK, 0, fi, k);
+        if (!c)
+            return n->ch.err;
+        /* bytes [off, off + k) of prefix | argument */
+        size_t from_pre = off < pl ? (pl - off < k ? pl - off : k) : 0;
+        memcpy(c, pre + off, from_pre);
+        memcpy(c + from_pre, (const char *)arg + (off + from_pre - pl), k - from_pre);
     }
     return 0;
 }
@@ -440,15 +474,6 @@ static void dispatch_node(struct node *n)
         /* Many records in flight: the claim is for a post-mortem of a
          * dead process, which a node (a thread of this host) never has. */
         pp_ring_claim_done(&n->k.c->claim);
-        if (r->flags & PP_RF_MAP) {
-            /* pp_map chunks point into this host's memory: local only. */
-            if (pp_load_relaxed(&net->s->target) > 0) {
-                requeue(n, r, tok);
-                break;
-            }
-            finish(n, r, tok, -ENOTSUP, "pp_map runs on local workers only (ncpus > 0)", 45);
-            continue;
-        }
         uint32_t fi = n->fl_free;
         n->fl_free = n->fl[fi].next_free;
         n->fl[fi].tok = tok;
@@ -506,8 +531,22 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
     uint64_t tok = n->fl[fi].tok;
     struct pp_rec *r = flight_rec(n, (uint32_t)fi);
     size_t len = chunked ? (size_t)total : pp_rd_left(&rd);
-    uint64_t blk;
-    unsigned char *dst = len ? result_space(n, r, len, &blk) : (r->res_len = 0, r->res_where = PP_RES_TINY, blk = 0, r->tiny_res);
+    uint64_t blk = 0;
+    unsigned char *dst;
+    if (n->fl[fi].map) {
+        /* The outputs go where pp_map reads them; the chunk's own result
+         * is its map result (map.c).  A chunk that failed as a whole
+         * (status < 0, no bytes) fails its first item. */
+        if (len && len != n->fl[fi].map_len)
+            return -EPROTO;
+        dst = n->fl[fi].map_out;
+    } else if (len) {
+        dst = result_space(n, r, len, &blk);
+    } else {
+        r->res_len = 0;
+        r->res_where = PP_RES_TINY;
+        dst = r->tiny_res;
+    }
     if (!dst) {
         /* No room for it here: the job ran, but its result is lost. */
         r->res_len = 0;
@@ -533,6 +572,10 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
     }
     if (len)
         memcpy(dst, rd.p, len);
+    if (n->fl[fi].map) {
+        pp__map_settle(r, status, n->fl[fi].map_first);
+        status = 0; /* item failures travel in the map result */
+    }
     result_settle(n, r, blk);
     account(n, (uint32_t)fi);
     finish(n, r, tok, status, (const char *)err, el);
@@ -554,6 +597,10 @@ static int on_chunk(struct node *n, const struct pp_wire_frame *f)
     char err[PP_ERRMSG_MAX];
     size_t el = r->err_len;
     memcpy(err, r->err, el);
+    if (n->fl[fi].map) {
+        pp__map_settle(r, r->status, n->fl[fi].map_first);
+        r->status = 0;
+    }
     result_settle(n, r, n->rx_blk);
     n->rx_blk = 0;
     account(n, fi);

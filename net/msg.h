@@ -27,6 +27,12 @@
  * CHUNKED: total u64 (argument bytes) | module | flags | offset; the
  * argument follows in CHUNK frames. */
 #define PP_JOB_HDR 16u
+/* JOB flags.  MAP: a pp_map chunk; the argument starts with in_size u64,
+ * out_size u64, count u64 and then holds count * in_size input bytes; the
+ * RESULT's bytes are the count * out_size outputs and its status that of
+ * the chunk's lowest failing item (0 if none). */
+#define PP_JOB_F_MAP 1u
+#define PP_JOB_MAP_HDR 24u
 /* RESULT: reqid = the JOB's id.  Body: status i32 | err_len u32 | run_ns u64
  * | err | result.  CHUNKED: total u64 (result bytes) | status | err_len |
  * run_ns | err; the result follows in CHUNK frames. */

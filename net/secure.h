@@ -283,7 +283,9 @@ size_t pp_sec_sealed_size(size_t plain_len);
  * Returns 0 and *ret_len = pp_sec_sealed_size(len) (0 for len 0), or
  * -EINVAL, -ENOBUFS (cap too small) or -EOVERFLOW (the sequence number
  * would reach UINT64_MAX; the session must end).  On failure nothing is
- * written and seq is unchanged.
+ * written and seq is unchanged.  (-EIO if libsodium refused to seal,
+ * which it does not for these sizes: tx is then wiped, since the records
+ * already written used their nonces.)
  */
 int pp_sec_seal(struct pp_sec_tx *tx, const void *plain, size_t len,
                 uint8_t *out, size_t cap, size_t *ret_len);

@@ -753,6 +753,65 @@ TEST_P(Remote, Sigusr1PrintsStats)
     EXPECT_EQ(a.stop(), 0);
 }
 
+extern "C" int remote_map_item(pp_job *job)
+{
+    size_t len;
+    const uint32_t *x = (const uint32_t *)pp_job_arg(job, &len);
+    if (*x == 777)
+        return pp_job_fail(job, -EDOM, "item 777 refused");
+    uint64_t *r = (uint64_t *)pp_job_result(job, sizeof(uint64_t));
+    *r = (uint64_t)*x * 3;
+    return 0;
+}
+
+// pp_map, templates and groups work unchanged on nodes (ncpus = 0).
+TEST_P(Remote, MapTemplatesAndGroups)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 2));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    const size_t n = 100000;
+    std::vector<uint32_t> in(n);
+    std::vector<uint64_t> out(n, 0);
+    for (size_t i = 0; i < n; i++)
+        in[i] = (uint32_t)(i == 777 ? 778 : i);
+    ASSERT_EQ(pp_map(srv, remote_map_item, in.data(), 4, n, out.data(), 8), 0);
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(out[i], (uint64_t)in[i] * 3) << i;
+    in[5000] = 777;
+    EXPECT_EQ(pp_map(srv, remote_map_item, in.data(), 4, n, out.data(), 8), -EDOM);
+
+    pp_template *tpl;
+    ASSERT_EQ(pp_template_new(srv, remote_square, nullptr, &tpl), 0);
+    std::vector<pp_task *> t(200);
+    std::vector<uint64_t> arg(200);
+    for (int i = 0; i < 200; i++) {
+        arg[i] = (uint64_t)i;
+        pp_submit_opts o{};
+        o.group = (i % 2) ? "odd" : "even";
+        ASSERT_EQ(pp_submit(srv, remote_sleep_square, &arg[i], 8, &o, &t[i]), 0);
+    }
+    ASSERT_EQ(pp_wait(srv, "odd", 30000), 0);
+    for (int i = 1; i < 200; i += 2)
+        EXPECT_EQ(pp_task_wait(t[i], 0), 0) << i;
+    ASSERT_EQ(pp_wait(srv, "even", 30000), 0);
+    for (int i = 0; i < 200; i++)
+        pp_task_release(t[i]);
+    uint64_t x = 12;
+    pp_task *tt;
+    ASSERT_EQ(pp_template_submit(tpl, &x, 8, &tt), 0);
+    ASSERT_EQ(pp_task_wait(tt, 20000), 0);
+    const void *d;
+    size_t len;
+    ASSERT_EQ(pp_task_result(tt, &d, &len), 0);
+    EXPECT_EQ(*(const uint64_t *)d, 145u);
+    pp_task_release(tt);
+    pp_template_destroy(tpl);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
 // SIGTERM: the node stops accepting, its sessions hand their jobs back
 // (they run on the other node), it exits 0 and leaves no process.
 TEST_P(Remote, SigtermHandsJobsBack)

@@ -36,25 +36,33 @@ std::vector<uint8_t> ciphers()
     return c;
 }
 
-// Sets PP_NET_CIPHER=chacha20 for its lifetime, then restores the old value.
-struct ForceChacha {
+// Sets PP_NET_CIPHER (or unsets it, for nullptr) for its lifetime, then
+// restores what the test run started with: CI may run the suite with it set.
+struct EnvCipher {
     std::string old;
     bool had;
-    ForceChacha()
+    explicit EnvCipher(const char *value)
     {
         const char *e = getenv("PP_NET_CIPHER");
         had = e != nullptr;
         if (had)
             old = e;
-        setenv("PP_NET_CIPHER", "chacha20", 1);
+        if (value)
+            setenv("PP_NET_CIPHER", value, 1);
+        else
+            unsetenv("PP_NET_CIPHER");
     }
-    ~ForceChacha()
+    ~EnvCipher()
     {
         if (had)
             setenv("PP_NET_CIPHER", old.c_str(), 1);
         else
             unsetenv("PP_NET_CIPHER");
     }
+};
+
+struct ForceChacha : EnvCipher {
+    ForceChacha() : EnvCipher("chacha20") {}
 };
 
 struct Psk {
@@ -259,6 +267,7 @@ TEST(SecPsk, WipedOrZeroedPskIsRefused)
 
 TEST(SecHandshake, DefaultCipherIsAesWhenAvailable)
 {
+    EnvCipher unset(nullptr);
     Psk p("correct horse battery staple");
     Session s;
     handshake(&p.k, &p.k, &s);
@@ -270,6 +279,7 @@ TEST(SecHandshake, DefaultCipherIsAesWhenAvailable)
 
 TEST(SecHandshake, ChachaForcedByEnvironment)
 {
+    EnvCipher unset(nullptr);
     Psk p("s3cret");
     {
         ForceChacha f;
@@ -307,7 +317,12 @@ TEST(SecHandshake, ChachaForcedByEnvironment)
         ASSERT_EQ(pp_sec_hs_split(&n, &s.n_tx, &s.n_rx), 0);
         expect_paired(s, PP_SEC_CHACHA20);
     }
-    EXPECT_EQ(getenv("PP_NET_CIPHER"), nullptr);
+    EXPECT_EQ(getenv("PP_NET_CIPHER"), nullptr);  // each ForceChacha restored it
+    // Any other value means the default.
+    EnvCipher other("aes256gcm");
+    Session s;
+    handshake(&p.k, &p.k, &s);
+    expect_paired(s, aes_ok() ? PP_SEC_AES256GCM : PP_SEC_CHACHA20);
 }
 
 // Recompute the whole construction from secure.h's description with plain
