@@ -47,7 +47,16 @@
 #include "msg.h"
 #include "secure.h"
 
-#define PP_NODE_DEPTH 32          /* jobs in flight per node worker */
+/* Jobs in flight per node worker: enough to hide the round trip and to
+ * batch frames into few records and system calls (trivial jobs: the
+ * most), few enough that a node does not sit on jobs another worker could
+ * start when the queue runs dry (long jobs: the fewest).  The window
+ * follows the node's measured completion rate: about WINDOW_MS of its
+ * work, between the two bounds. */
+#define DEPTH_MIN 4
+#define DEPTH_START 32
+#define DEPTH_MAX 256
+#define WINDOW_MS 4
 #define NET_TICK_MS 100
 #define CONNECT_MS 3000
 #define SETUP_MS 30000           /* handshake, code shipping, agent start */
@@ -88,6 +97,8 @@ struct node {
     bool ch_init;
     struct pp_sec_hs hs;
     unsigned window;
+    uint64_t rate_done;           /* jobs_done at the last tick */
+    double rate;                  /* jobs per ms, smoothed */
     struct flight *fl;
     uint32_t fl_cap, fl_free;
     uint64_t declared[PP_MAX_MODULES / 64];
@@ -701,7 +712,9 @@ static int on_frame(void *ctx, const struct pp_wire_frame *f)
         if (f->hdr.type != PP_WIRE_READY || f->hdr.len < 4)
             return -EPROTO;
         n->workers = pp_wire_get_u32(f->body);
-        n->window = (n->workers ? n->workers : 1) * PP_NODE_DEPTH;
+        n->window = (n->workers ? n->workers : 1) * DEPTH_START;
+        n->rate = 0;
+        n->rate_done = n->jobs_done;
         memset(n->declared, 0, sizeof(n->declared));
         n->phase = PH_UP;
         n->backoff = 0;
@@ -954,6 +967,19 @@ static void on_tick(void *ctx)
                      n->phase == PH_UP ? "heartbeat timeout" : "setup timeout");
             node_down(n, -ETIMEDOUT, msg, n->phase == PH_UP);
             continue;
+        }
+        if (n->phase == PH_UP) {
+            /* The window (see DEPTH_*): a busy node's rate over the tick. */
+            uint64_t d = n->jobs_done - n->rate_done;
+            n->rate_done = n->jobs_done;
+            if (n->nfl || d) {
+                double r = (double)d / NET_TICK_MS;
+                n->rate = n->rate > 0 ? 0.5 * n->rate + 0.5 * r : r;
+                unsigned w = n->workers ? n->workers : 1;
+                double want = n->rate * WINDOW_MS;
+                n->window = want < w * DEPTH_MIN ? w * DEPTH_MIN
+                            : want > w * DEPTH_MAX ? w * DEPTH_MAX : (unsigned)want;
+            }
         }
         if (n->phase == PH_UP && now - n->hb_sent >= net->timeout_ms / 3) {
             n->hb_sent = now;

@@ -23,7 +23,10 @@ int pp_chan_init(struct pp_chan *ch, struct pp_conn *conn, pp_wire_frame_fn on_f
     ch->conn = conn;
     ch->on_frame = on_frame;
     ch->ctx = ctx;
-    return pp_wire_dec_init(&ch->dec, PP_WIRE_MAX_BODY);
+    int r = pp_wire_dec_init(&ch->dec, PP_WIRE_MAX_BODY);
+    if (r == 0)
+        r = pp_wire_dec_set_max(&ch->dec, PP_CHAN_HANDSHAKE_MAX);
+    return r;
 }
 
 void pp_chan_exit(struct pp_chan *ch)
@@ -99,6 +102,8 @@ int pp_chan_seal_rx(struct pp_chan *ch, const struct pp_sec_dir *dir)
         return fail(ch, r, "cannot set up the receiving keys");
     ch->rx_sealed = true;
     ch->switched = true;
+    /* Authenticated: full-size frames from here (between two frames). */
+    pp_wire_dec_set_max(&ch->dec, PP_WIRE_MAX_BODY);
     return 0;
 }
 

@@ -60,6 +60,10 @@ struct pp_chan {
  * ch->conn before sending).  Returns 0 or -ENOMEM. */
 int pp_chan_init(struct pp_chan *ch, struct pp_conn *conn, pp_wire_frame_fn on_frame,
                  void *ctx);
+/* Before authentication a peer may send only handshake messages (at
+ * most this long): the frame decoder refuses anything longer at once. */
+#define PP_CHAN_HANDSHAKE_MAX 128u
+
 /* Frees buffers and wipes keys.  Safe on a zeroed channel. */
 void pp_chan_exit(struct pp_chan *ch);
 

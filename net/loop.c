@@ -189,6 +189,7 @@ struct pp_loop {
     uint8_t wake_kind;          /* K_WAKE: epoll data.ptr for the eventfd */
     bool running;
     bool freeing;
+    bool drained;               /* an out-queue emptied this turn (see pp_loop_run) */
     int events;                 /* callbacks made this turn */
     uint64_t now;
     struct list conns, dead, listeners, dead_listeners;
@@ -396,6 +397,7 @@ static void conn_eof(struct pp_conn *c)
 /* The out-queue just became empty. */
 static void conn_sent(struct pp_conn *c)
 {
+    c->loop->drained = true;
     if (c->state == CS_OPEN) {
         if (c->ops.on_drain) {
             c->loop->events++;
@@ -1456,11 +1458,14 @@ int pp_loop_run(struct pp_loop *l, int timeout_ms)
         return -EBUSY;
     l->running = true;
     l->events = 0;
+    l->drained = false;
     l->now = clock_ms();
     loop_notify(l);
     loop_flush(l);
-    /* Something already happened (or epoll's on_drain queued more): poll. */
-    int wait = (l->events || l->dirty || l->notify_head) ? 0
+    /* Something already happened: only poll.  That includes epoll's flush
+     * emptying an out-queue by itself, which is the event a writer under
+     * backpressure waits for (on io_uring the send's CQE ends the wait). */
+    int wait = (l->events || l->drained || l->dirty || l->notify_head) ? 0
              : loop_wait_ms(l, timeout_ms);
     int r = l->be->wait(l, wait);
     l->now = clock_ms();

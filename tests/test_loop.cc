@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -982,6 +983,7 @@ TEST_P(Loop, ListenerPausesWhenOutOfFds)
     ASSERT_EQ(pipe(go), 0);
     pid_t pid = fork();
     if (pid == 0) {
+        close(go[1]);
         std::vector<int> fds;
         for (int i = 0; i < N; i++) {
             int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -990,8 +992,8 @@ TEST_P(Loop, ListenerPausesWhenOutOfFds)
                 _exit(1);
             fds.push_back(fd);
         }
-        char b;
-        (void)!read(go[0], &b, 1);  // hold them until the parent is done
+        pollfd pf = { go[0], POLLIN, 0 };
+        poll(&pf, 1, 20000);  // hold them until the parent is done (EOF)
         _exit(0);
     }
     ASSERT_GT(pid, 0);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <arpa/inet.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -595,6 +597,158 @@ TEST_P(Remote, BadClientsCloseOnlyTheirConnection)
     EXPECT_EQ(a.stop(), 0);
     std::string log = a.logs();
     EXPECT_NE(log.find("handshake deadline"), std::string::npos) << log;
+}
+
+// A TCP proxy between a client and a node: records what the client sent
+// on its first connection and can flip one byte of it.
+struct Proxy {
+    int lfd = -1, port = 0, node_port = 0;
+    long flip_at = -1;              // client->node byte to corrupt (first connection)
+    std::string recorded;           // client->node bytes of the first connection
+    std::atomic<bool> stop{ false };
+    std::thread th;
+    std::mutex mu;
+
+    void start(int np)
+    {
+        node_port = np;
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        ASSERT_EQ(bind(lfd, (sockaddr *)&sa, sizeof sa), 0);
+        ASSERT_EQ(listen(lfd, 16), 0);
+        socklen_t sl = sizeof sa;
+        getsockname(lfd, (sockaddr *)&sa, &sl);
+        port = ntohs(sa.sin_port);
+        th = std::thread([this] { run(); });
+    }
+    void run()
+    {
+        int nconn = 0;
+        while (!stop) {
+            pollfd p{ lfd, POLLIN, 0 };
+            if (poll(&p, 1, 100) <= 0)
+                continue;
+            int c = accept(lfd, nullptr, nullptr);
+            if (c < 0)
+                continue;
+            int n = socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in sa{};
+            sa.sin_family = AF_INET;
+            sa.sin_port = htons((uint16_t)node_port);
+            inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+            if (connect(n, (sockaddr *)&sa, sizeof sa) < 0) {
+                close(c);
+                close(n);
+                continue;
+            }
+            bool first = nconn++ == 0;
+            long sent = 0;
+            pollfd ps[2] = { { c, POLLIN, 0 }, { n, POLLIN, 0 } };
+            char buf[65536];
+            while (!stop) {
+                if (poll(ps, 2, 100) < 0)
+                    break;
+                if (ps[0].revents) {
+                    ssize_t k = read(c, buf, sizeof buf);
+                    if (k <= 0)
+                        break;
+                    if (first) {
+                        std::lock_guard<std::mutex> g(mu);
+                        recorded.append(buf, (size_t)k);
+                        if (flip_at >= sent && flip_at < sent + k)
+                            buf[flip_at - sent] ^= 0x20;
+                    }
+                    sent += k;
+                    if (write(n, buf, (size_t)k) != k)
+                        break;
+                }
+                if (ps[1].revents) {
+                    ssize_t k = read(n, buf, sizeof buf);
+                    if (k <= 0 || write(c, buf, (size_t)k) != k)
+                        break;
+                }
+            }
+            close(c);
+            close(n);
+        }
+    }
+    ~Proxy()
+    {
+        stop = true;
+        if (th.joinable())
+            th.join();
+        if (lfd >= 0)
+            close(lfd);
+    }
+};
+
+// A recorded connection replayed to the node is refused at the
+// handshake (its nonce is fresh); a byte altered in a sealed record ends
+// that connection, the client reconnects and the job still runs once.
+TEST_P(Remote, ReplayedAndAlteredBytesAreRefused)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    std::string recorded;
+    {
+        Proxy px;
+        px.start(a.port);
+        pp_server *srv = client({ "127.0.0.1:" + std::to_string(px.port) }, 0);
+        ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+        uint64_t x = 9;
+        pp_task *t;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 20000), 0);
+        pp_task_release(t);
+        pp_server_destroy(srv);
+        std::lock_guard<std::mutex> g(px.mu);
+        recorded = px.recorded;
+    }
+    ASSERT_GT(recorded.size(), 200u);
+    {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in sa{};
+        sa.sin_family = AF_INET;
+        sa.sin_port = htons((uint16_t)a.port);
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        ASSERT_EQ(connect(fd, (sockaddr *)&sa, sizeof sa), 0);
+        (void)!write(fd, recorded.data(), recorded.size());
+        timeval tv{ 10, 0 };
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char buf[256];
+        ssize_t k;
+        size_t got = 0;
+        while ((k = read(fd, buf, sizeof buf)) > 0)
+            got += (size_t)k;
+        // Closed by the node: EOF, or a reset since our bytes were unread.
+        EXPECT_TRUE(k == 0 || (k < 0 && errno == ECONNRESET)) << strerror(errno);
+        EXPECT_LE(got, 16u + 65u);     // nothing but its HELLO_ACK
+        close(fd);
+    }
+    {
+        Proxy px;
+        // m1 (16 + 37) and m3 (16 + 32) are plaintext; byte 130 is inside
+        // the first sealed record (SESSION).
+        px.flip_at = 130;
+        px.start(a.port);
+        pp_server *srv = client({ "127.0.0.1:" + std::to_string(px.port) }, 0);
+        uint64_t x = 11;
+        pp_task *t;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 20000), 0) << node_errors(srv);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t, &d, &len), 0) << pp_task_error(t);
+        EXPECT_EQ(*(const uint64_t *)d, 122u);
+        pp_task_release(t);
+        pp_server_destroy(srv);
+    }
+    EXPECT_EQ(a.stop(), 0);
+    std::string log = a.logs();
+    EXPECT_NE(log.find("authentication failed"), std::string::npos) << log;
+    EXPECT_NE(log.find("record failed authentication"), std::string::npos) << log;
 }
 
 // kill -9 of one node's daemon and sessions, SIGSTOP of another's
