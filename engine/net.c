@@ -54,7 +54,7 @@
  * follows the node's measured completion rate: about WINDOW_MS of its
  * work, between the two bounds. */
 #define DEPTH_MIN 4
-#define DEPTH_START 32
+#define DEPTH_START 128
 #define DEPTH_MAX 256
 #define WINDOW_MS 4
 #define NET_TICK_MS 100
