@@ -711,15 +711,16 @@ static int on_frame(void *ctx, const struct pp_wire_frame *f)
         }
         if (f->hdr.type != PP_WIRE_READY || f->hdr.len < 4)
             return -EPROTO;
-        n->workers = pp_wire_get_u32(f->body);
-        n->window = (n->workers ? n->workers : 1) * DEPTH_START;
+        unsigned workers = pp_wire_get_u32(f->body);
+        n->window = (workers ? workers : 1) * DEPTH_START;
         n->rate = 0;
         n->rate_done = n->jobs_done;
         memset(n->declared, 0, sizeof(n->declared));
         n->phase = PH_UP;
         n->backoff = 0;
         n->ever_up = true;
-        pthread_mutex_lock(&net->lock);
+        pthread_mutex_lock(&net->lock); /* pp_get_active_nodes reads these */
+        n->workers = workers;
         n->state = PP_NODE_UP;
         n->last_error = 0;
         n->error[0] = '\0';

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -492,6 +493,13 @@ static void on_accept(void *ctx, int fd, const struct sockaddr_storage *peer)
         return;
     }
     if (pid == 0) {
+        /* A session ends with its daemon (also a kill -9 of it): the
+         * agent then hands its jobs back, as on SIGTERM.  Kept across
+         * the exec of the agent. */
+        pid_t daemon_pid = getppid();
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != daemon_pid)
+            _exit(0);
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         signal(SIGUSR1, SIG_DFL);

@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -21,6 +22,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <random>
 #include <set>
@@ -85,6 +87,19 @@ std::vector<pid_t> agents_in(const std::string &cache)
     return out;
 }
 
+pid_t parent_of(pid_t pid)
+{
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string st((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    size_t p = st.rfind(')');
+    if (p == std::string::npos)
+        return -1;
+    char state;
+    int ppid = -1;
+    sscanf(st.c_str() + p + 2, "%c %d", &state, &ppid);
+    return ppid;
+}
+
 struct Node {
     pid_t pid = -1;
     int port = 0;
@@ -121,6 +136,7 @@ struct Node {
             args.push_back(a);
         pid = fork();
         if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); // never outlive a crashed test
             dup2(pfd[1], 2);
             close(pfd[0]);
             close(pfd[1]);
@@ -788,8 +804,8 @@ TEST_P(Remote, NodesDieAndJobsRunElsewhere)
         ASSERT_EQ(pp_submit(srv, remote_sleep_square, &arg[i], 8, &o, nullptr), 0);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    for (pid_t p : agents_in(a.cache))
-        kill(p, SIGKILL);
+    // kill -9 of the daemon alone: its sessions end with it.
+    ASSERT_FALSE(agents_in(a.cache).empty());
     kill(a.pid, SIGKILL);
     std::vector<pid_t> stopped = agents_in(b.cache);
     for (pid_t p : stopped)
@@ -803,12 +819,97 @@ TEST_P(Remote, NodesDieAndJobsRunElsewhere)
     pp_node_info info[4];
     ASSERT_EQ(pp_get_active_nodes(srv, info, 4), 3);
     EXPECT_NE(info[0].state, PP_NODE_UP);
+    EXPECT_TRUE(agents_in(a.cache).empty());
     pp_server_destroy(srv);
     a.stop(SIGKILL);
     EXPECT_EQ(b.stop(), 0);
     EXPECT_EQ(c.stop(), 0);
     EXPECT_TRUE(agents_in(b.cache).empty());
     EXPECT_TRUE(agents_in(c.cache).empty());
+}
+
+// Session agents killed at random instants while jobs of every size
+// stream (some chunked): each task's callback runs once, with its own
+// result.  Retries are not capped here (a job may meet many kills).
+TEST_P(Remote, RandomSessionKills)
+{
+    Node a, b, c;
+    ASSERT_TRUE(a.start(secret, 1));
+    ASSERT_TRUE(b.start(secret, 1));
+    ASSERT_TRUE(c.start(secret, 1));
+    hosts = { a.name(), b.name(), c.name() };
+    ptrs.clear();
+    for (auto &h : hosts)
+        ptrs.push_back(h.c_str());
+    ptrs.push_back(nullptr);
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 0;
+    cfg.ppservers = ptrs.data();
+    cfg.secret = secret.c_str();
+    cfg.node_retries = 1000;
+    pp_server *srv = nullptr;
+    ASSERT_EQ(pp_server_new(&cfg, &srv), 0);
+    ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
+
+    const int N = 10000;
+    std::atomic<int> kills{ 0 };
+    struct Ctx {
+        std::vector<unsigned char> arg;
+        std::atomic<int> calls{ 0 };
+        std::atomic<int> bad{ 0 };
+    };
+    std::vector<Ctx> ctx(N);
+    std::mt19937 rng(12345);
+    std::atomic<bool> done{ false };
+    std::thread killer([&] {
+        std::mt19937 kr(777);
+        Node *nodes[] = { &a, &b, &c };
+        while (!done) {
+            std::this_thread::sleep_for(std::chrono::microseconds(5000 + kr() % 100000));
+            // Session agents only (children of the daemon): a worker killed
+            // on a node is a failed job, not a node failure.
+            Node *nd = nodes[kr() % 3];
+            std::vector<pid_t> ag;
+            for (pid_t p : agents_in(nd->cache))
+                if (parent_of(p) == nd->pid)
+                    ag.push_back(p);
+            if (!ag.empty() && kill(ag[kr() % ag.size()], SIGKILL) == 0)
+                kills++;
+        }
+    });
+    for (int i = 0; i < N; i++) {
+        size_t len = (i % 97 == 0) ? (2u << 20) + (size_t)(rng() % 1000)
+                   : (i % 7 == 0) ? 300 + rng() % 5000 : rng() % 64;
+        ctx[i].arg.resize(len);
+        for (auto &x : ctx[i].arg)
+            x = (unsigned char)rng();
+        pp_submit_opts o{};
+        o.callback = [](pp_task *t, void *p) {
+            auto *c = (Ctx *)p;
+            const void *d;
+            size_t l;
+            if (pp_task_result(t, &d, &l) != 0 || l != c->arg.size() ||
+                (l && memcmp(d, c->arg.data(), l) != 0))
+                c->bad++;
+            c->calls++;
+        };
+        o.callback_arg = &ctx[i];
+        ASSERT_EQ(pp_submit(srv, remote_echo, ctx[i].arg.data(), len, &o, nullptr), 0);
+    }
+    ASSERT_EQ(pp_wait(srv, nullptr, 240000), 0) << node_errors(srv);
+    done = true;
+    killer.join();
+    EXPECT_GE(kills.load(), 3) << "the run ended before the killer got going";
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(ctx[i].calls.load(), 1) << i;
+        ASSERT_EQ(ctx[i].bad.load(), 0) << i;
+    }
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_EQ(b.stop(), 0);
+    EXPECT_EQ(c.stop(), 0);
+    EXPECT_TRUE(agents_in(a.cache).empty());
 }
 
 // A job that kills every node it runs on stops after the retry cap.
