@@ -34,6 +34,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,7 @@ struct pp_net {
     _Atomic uint32_t sleeping;
     _Atomic uint32_t stop;
     _Atomic int ready;            /* 1: the thread made its loop; < 0: failed */
+    _Atomic uint32_t kicking;     /* threads inside pp__net_kick */
     struct pp_host_info self;
     /* module hashes, filled on first use (net thread) */
     bool mod_hashed[PP_MAX_MODULES];
@@ -1076,6 +1078,15 @@ static void *net_main(void *arg)
     }
     for (unsigned i = 0; i < net->nseen; i++)
         net->nodes[i]->conn = NULL; /* pp_loop_free ends whatever is left */
+    /* The stopper may still be inside pp_loop_wake (a write to the loop's
+     * eventfd): the loop goes only once it says it is out (stop = 2). */
+    while (pp_load_acquire(&net->stop) != 2)
+        sched_yield();
+    /* K2: any thread still kicking (the engine moving overflow jobs in)
+     * saw stop = 0 before we did; wait for it to leave.  Pairs with K1. */
+    pp_fence_seq_cst();
+    while (atomic_load(&net->kicking))
+        sched_yield();
     pp_loop_free(net->loop);
     net->loop = NULL;
     return NULL;
@@ -1187,8 +1198,14 @@ void pp__net_kick(struct pp_server *s)
         return;
     /* Pairs with the store of sleeping before the thread's last look at
      * the ring (the caller's W1 fence came before this load). */
-    if (pp_load_relaxed(&net->sleeping) && atomic_exchange(&net->sleeping, 0))
+    if (!pp_load_relaxed(&net->sleeping) || !atomic_exchange(&net->sleeping, 0))
+        return;
+    /* K1: announce ourselves before looking at stop (pairs with K2): the
+     * loop is not freed under a wake-up. */
+    atomic_fetch_add(&net->kicking, 1);
+    if (!atomic_load(&net->stop))
         pp_loop_wake(net->loop);
+    atomic_fetch_sub(&net->kicking, 1);
 }
 
 void pp__net_stop(struct pp_server *s)
@@ -1199,6 +1216,7 @@ void pp__net_stop(struct pp_server *s)
     if (pp_load_acquire(&net->started)) {
         pp_store_release(&net->stop, 1);
         pp_loop_wake(net->loop);
+        pp_store_release(&net->stop, 2); /* pairs with the thread's last acquire */
         pthread_join(net->thread, NULL);
     }
 }

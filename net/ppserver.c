@@ -679,7 +679,9 @@ int main(int argc, char **argv)
             break;
     }
     reap();
-    pp_loop_free(loop);
+    struct pp_loop *l = loop;
+    loop = NULL; /* the signal handler wakes it no more */
+    pp_loop_free(l);
     if (conf.pid_file[0])
         unlink(conf.pid_file);
     pp_sec_psk_wipe(&psk);
