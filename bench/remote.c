@@ -49,6 +49,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NODE_LISTEN_MS 10000 /* ppserver must say it listens within this */
@@ -688,6 +689,8 @@ static double overhead_best(pp_server *s, pp_template *tpl, enum ovh_mode m, pp_
     return el < 0 ? el : best;
 }
 
+static int balance_row(const struct bench_opts *o);
+
 static int pp_remote_overhead(const struct bench_opts *o, uint64_t n)
 {
     int w = node_workers(o), r;
@@ -721,6 +724,96 @@ static int pp_remote_overhead(const struct bench_opts *o, uint64_t n)
     pp_template_destroy(tpl);
     remote_close(&rm);
     free(t);
+    if (r == 0)
+        r = balance_row(o);
+    return r;
+}
+
+/*
+ * The balance row: one local worker plus a node with two, a flood of
+ * 1 ms jobs (they sleep, so three can run on this 2-core machine), and the
+ * makespan against the ideal for three workers: efficiency = ideal /
+ * makespan (1 = perfect split).  It shows that the node's window follows
+ * its speed: a node that held many more jobs than it can run would finish
+ * last, alone.
+ */
+static int job_sleep_1ms(pp_job *job)
+{
+    (void)job;
+    struct timespec ts = { 0, 1000000 };
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static int balance_row(const struct bench_opts *o)
+{
+    uint64_t n = o->quick ? 600 : 2000;
+    char why[WHY_MAX], cache[PATH_MAX];
+    struct remote_env env;
+    struct remote_node node;
+    pp_server *s = NULL;
+    int r;
+
+    memset(&env, 0, sizeof(env));
+    node_init(&node);
+    if (skip_reason[0]) {
+        emit_skipped(o, "remote-overhead", "balance", 3, n, 0, skip_reason);
+        return 0;
+    }
+    r = env_init(o, &env, why);
+    if (r == 0)
+        r = env_cache(&env, cache, sizeof(cache), why);
+    if (r == 0)
+        r = node_start(&env, cache, 2, &node, why);
+    if (r == 0) {
+        struct pp_config c;
+        pp_config_init(&c);
+        c.ncpus = 1;
+        c.ppservers = node.list;
+        c.secret = env.secret;
+        c.node_wait_ms = NODE_UP_MS;
+        if ((r = pp_server_new(&c, &s)) < 0)
+            snprintf(why, WHY_MAX, "pp_server_new (ncpus 1, node %s): %s", node.addr,
+                     strerror(-r));
+    }
+    if (r == 0)
+        r = session_wait_up(s, &node, why);
+    if (r < 0) {
+        emit_skipped(o, "remote-overhead", "balance", 3, n, 0, why);
+        pp_server_destroy(s);
+        node_stop(&node);
+        env_free(&env);
+        return 0;
+    }
+    /* What one job really takes here (a 1 ms sleep overshoots). */
+    double t0 = bench_now_ns();
+    for (int i = 0; i < 50; i++)
+        job_sleep_1ms(NULL);
+    double job_ns = (bench_now_ns() - t0) / 50;
+    bench_progress("remote-overhead: pp balance, %llu jobs of 1 ms", (unsigned long long)n);
+    double best = 0;
+    for (int round = 0; round < (o->quick ? 1 : 3) && r == 0; round++) {
+        t0 = bench_now_ns();
+        for (uint64_t i = 0; i < n && r == 0; i++)
+            r = pp_submit(s, job_sleep_1ms, NULL, 0, NULL, NULL);
+        if (r == 0)
+            r = pp_wait(s, NULL, 120000);
+        double mk = bench_now_ns() - t0;
+        if (r == 0 && (best == 0 || mk < best))
+            best = mk;
+    }
+    if (r < 0)
+        fprintf(stderr, "ppbench: remote-overhead: balance: %s\n", strerror(-r));
+    else {
+        struct bench_result res;
+        row_init(&res, "remote-overhead", "balance", 3, n);
+        row_rate(&res, n, best);
+        res.efficiency = (double)n * job_ns / 3 / best;
+        bench_emit(o, &res);
+    }
+    pp_server_destroy(s);
+    node_stop(&node);
+    env_free(&env);
     return r;
 }
 

@@ -248,7 +248,12 @@ static void outbuf_reset(struct outbuf *b)
     }
 }
 
-/* If the send buffer is empty, move the fill buffer's bytes into it (a swap). */
+/*
+ * If the send buffer is empty, the fill buffer becomes the send buffer (a
+ * swap, no copy) and the old send buffer, with its capacity, becomes the
+ * fill buffer.  Called only when no send is in flight: the kernel never
+ * reads a buffer that writes are landing in or that realloc may move.
+ */
 static void out_swap(struct pp_conn *c)
 {
     if (c->send.off < c->send.len || c->fill.len == 0)
@@ -259,6 +264,8 @@ static void out_swap(struct pp_conn *c)
     c->fill.off = c->fill.len = 0;
 }
 
+/* Queue c for the next flush.  LIFO is fine: order only matters within a
+ * connection, and each connection has one queue. */
 static void conn_mark_dirty(struct pp_conn *c)
 {
     if (c->dirty)
@@ -277,7 +284,7 @@ static int out_reserve(struct pp_conn *c, size_t len, uint8_t **ret)
     if (len > PP_LOOP_OUT_MAX || q > PP_LOOP_OUT_MAX - len)
         return -ENOBUFS;
     struct outbuf *b = &c->fill;
-    if (b->cap - b->len < len) {
+    if (b->cap - b->len < len || !b->data) {  /* never NULL, even for len 0 */
         size_t cap = b->cap ? b->cap : OUT_MIN;
         while (cap - b->len < len)
             cap *= 2;   /* len + b->len <= 2 * OUT_MAX: cannot overflow */
@@ -796,6 +803,7 @@ static void ur_arm_recv(struct pp_conn *c)
     c->nops++;
 }
 
+/* Adopted or just connected: receiving starts with the first multishot. */
 static int ur_conn_start(struct pp_conn *c)
 {
     ur_arm_recv(c);
@@ -890,6 +898,11 @@ static void ur_on_recv(struct pp_conn *c, const struct io_uring_cqe *cqe)
         conn_kill(c, res);
 }
 
+/*
+ * The one send finished.  res is what the kernel took (MSG_WAITALL makes a
+ * short count rare: a signal, or an error after some bytes).  Whatever is
+ * left, or was written meanwhile, goes out in the next single send.
+ */
 static void ur_on_send(struct pp_conn *c, int res)
 {
     c->sending = false;
@@ -950,6 +963,7 @@ static void ur_listen_stop(struct pp_listener *ls)
     io_uring_sqe_set_data64(sqe, T_IGNORE);
 }
 
+/* Each CQE is one accepted fd (or an error, which ends the multishot). */
 static void ur_on_accept(struct pp_listener *ls, const struct io_uring_cqe *cqe)
 {
     bool retry = true;
@@ -965,6 +979,8 @@ static void ur_on_accept(struct pp_listener *ls, const struct io_uring_cqe *cqe)
         ur_listen_start(ls);
 }
 
+/* The eventfd READ completed (it also reset the counter): re-arm first, so
+ * a wake during on_wake completes the new READ. */
 static void ur_on_wake(struct pp_loop *l, int res)
 {
     l->u.wake_armed = false;
@@ -975,6 +991,8 @@ static void ur_on_wake(struct pp_loop *l, int res)
         loop_woken(l);
 }
 
+/* Route one CQE by its tag.  Objects named by a CQE are still allocated:
+ * loop_reap frees nothing with nops > 0. */
 static void ur_cqe(struct pp_loop *l, const struct io_uring_cqe *cqe)
 {
     uint64_t d = io_uring_cqe_get_data64(cqe);
@@ -1020,6 +1038,11 @@ static void ur_reap(struct pp_loop *l)
     io_uring_cq_advance(&l->u.ring, n);
 }
 
+/*
+ * The only blocking call: submit everything prepared this turn and wait
+ * for one CQE (or the timeout) in a single io_uring_enter.  With
+ * DEFER_TASKRUN, completions are processed right here, in this thread.
+ */
 static int ur_wait(struct pp_loop *l, int timeout_ms)
 {
     struct io_uring *ring = &l->u.ring;
@@ -1096,6 +1119,7 @@ static const struct backend uring_backend = {
 
 /****  epoll backend  ****/
 
+/* The socket's pending error as -errno (0 if none); reading clears it. */
 static int sock_error(int fd)
 {
     int err = 0;
@@ -1182,6 +1206,11 @@ static void ep_flush(struct pp_conn *c)
         conn_sent(c);
 }
 
+/*
+ * Read into the loop's one buffer (on_data may not keep the pointer, so one
+ * buffer serves every connection), at most READS_PER_EVENT times: level
+ * triggering brings us back for the rest after the others had their turn.
+ */
 static void ep_read(struct pp_conn *c)
 {
     struct pp_loop *l = c->loop;
@@ -1203,6 +1232,7 @@ static void ep_read(struct pp_conn *c)
     }
 }
 
+/* One epoll event for a connection: connect outcome, input, output. */
 static void ep_on_conn(struct pp_conn *c, uint32_t ev)
 {
     if (c->state == CS_DEAD)
@@ -1232,6 +1262,7 @@ static void ep_on_conn(struct pp_conn *c, uint32_t ev)
     }
 }
 
+/* Accept what is waiting, a bounded number at a time (level-triggered). */
 static void ep_on_listener(struct pp_listener *ls)
 {
     for (int i = 0; i < ACCEPTS_PER_EVENT && !ls->closed && !ls->deadline; i++) {
@@ -1246,6 +1277,8 @@ static void ep_on_listener(struct pp_listener *ls)
     }
 }
 
+/* Reset the eventfd first, then clear the flag (W1): a wake in between
+ * finds the flag still set and skips its write, but on_wake runs after. */
 static void ep_on_wake(struct pp_loop *l)
 {
     uint64_t v;
@@ -1364,6 +1397,7 @@ static const struct backend epoll_backend = {
 
 /****  Public: the loop  ****/
 
+/* The eventfd is shared by both backends: pp_loop_wake need not know which. */
 int pp_loop_new(struct pp_loop **ret)
 {
     if (!ret)
@@ -1413,6 +1447,9 @@ const char *pp_loop_backend(const struct pp_loop *l)
     return l ? l->be->name : NULL;
 }
 
+/* Order matters: on_close runs while every object is still allocated, the
+ * backend then lets go of the kernel's references, and only then is
+ * anything freed. */
 void pp_loop_free(struct pp_loop *l)
 {
     if (!l)
@@ -1433,6 +1470,7 @@ void pp_loop_free(struct pp_loop *l)
     free(l);
 }
 
+/* conn_free and listener_free only close(): no shutdown, no callback. */
 void pp_loop_abandon(struct pp_loop *l)
 {
     if (!l)
@@ -1450,6 +1488,7 @@ void pp_loop_abandon(struct pp_loop *l)
     free(l);
 }
 
+/* One turn; the order is described at the top of this file. */
 int pp_loop_run(struct pp_loop *l, int timeout_ms)
 {
     if (!l || l->freeing)
@@ -1645,6 +1684,7 @@ int pp_loop_add(struct pp_loop *l, int fd, const struct pp_conn_ops *ops, void *
     return 0;
 }
 
+/* getaddrinfo's EAI_* codes as the -errno the header promises. */
 static int gai_errno(int e)
 {
     switch (e) {
@@ -1741,6 +1781,7 @@ int pp_conn_write(struct pp_conn *c, const void *data, size_t len)
     return 0;
 }
 
+/* Same checks as pp_conn_write; the bytes count only once committed. */
 uint8_t *pp_conn_reserve(struct pp_conn *c, size_t len)
 {
     uint8_t *p;
@@ -1773,6 +1814,7 @@ size_t pp_conn_queued(const struct pp_conn *c)
     return c ? conn_queued(c) : 0;
 }
 
+/* Never calls back: conn_kill and conn_linger only queue the on_close. */
 void pp_conn_close(struct pp_conn *c, int err)
 {
     if (!c)

@@ -130,7 +130,9 @@ void pp_loop_free(struct pp_loop *loop);
  * sockets, listeners) without submitting anything, shutting any socket
  * down or calling any callback, so the parent's loop goes on unharmed.
  * The parent's connections stay open: only the last close of a socket
- * ends it.  NULL is a no-op.
+ * ends it.  May be called in a child forked from inside one of this
+ * loop's callbacks (ppserver forks in on_accept), as long as the child
+ * never returns into the loop.  NULL is a no-op.
  */
 void pp_loop_abandon(struct pp_loop *loop);
 
@@ -139,10 +141,13 @@ void pp_loop_abandon(struct pp_loop *loop);
  * the kernel, wait up to timeout_ms (-1 forever, 0 poll) for events or
  * the next tick, dispatch them, fire the tick, deliver on_close for what
  * closed, and free what is dead.  The wait is cut short by events, by
- * pp_loop_wake, by the tick and by internal deadlines (linger, connect
- * timeouts on epoll).  Returns the number of callbacks made (0 on a
- * timeout or a signal), or -EBUSY (called from a callback), -EINVAL, or
- * the backend's error (-EEXIST: not the creating thread).
+ * pp_loop_wake, by the tick, by internal deadlines (linger, connect
+ * timeouts on epoll), and by an out-queue draining (a send's completion
+ * on io_uring; on epoll a flush that emptied a queue makes the turn only
+ * poll), so a writer under backpressure can loop on pp_conn_queued.
+ * Returns the number of callbacks made (0 on a timeout, a signal, or
+ * progress without a callback), or -EBUSY (called from a callback),
+ * -EINVAL, or the backend's error (-EEXIST: not the creating thread).
  */
 int pp_loop_run(struct pp_loop *loop, int timeout_ms);
 
@@ -178,8 +183,9 @@ uint64_t pp_loop_now_ms(const struct pp_loop *loop);
  * connection.  ip is numeric: NULL means 127.0.0.1, "0.0.0.0" all IPv4,
  * "::" all addresses (dual stack).  port 0 picks an ephemeral port (see
  * pp_listener_port).  SO_REUSEADDR is set; backlog <= 0 means SOMAXCONN.
- * When accept runs out of fds (EMFILE, ENFILE, ENOBUFS, ENOMEM) the
- * listener pauses for 100 ms instead of spinning.  Returns 0 and *ret, or
+ * When accept fails for lack of resources (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM; any error but ECONNABORTED, EINTR, EPROTO, EPERM) the listener
+ * pauses for 100 ms instead of spinning.  Returns 0 and *ret, or
  * -EINVAL (bad ip), -EADDRINUSE, -ESHUTDOWN (loop being freed), -errno.
  */
 int pp_loop_listen(struct pp_loop *loop, const char *ip, uint16_t port,

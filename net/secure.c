@@ -50,6 +50,7 @@ static const char label_psk[] = "pp-v1 psk";
 static const char label_node[] = "pp-v1 node";
 static const char label_client[] = "pp-v1 client";
 static const char label_keys[] = "pp-v1 keys";
+static const char label_disc[] = "pp-v1 disc";
 static const char kdf_context[crypto_kdf_CONTEXTBYTES] = { 'p', 'p', '-', 'v', '1', 'p', 's', 'k' };
 #define LABEL_LEN(l) (sizeof(l) - 1)  /* without the NUL */
 
@@ -114,6 +115,23 @@ void pp_sec_psk_wipe(struct pp_sec_psk *psk)
 {
     if (psk)
         sodium_memzero(psk, sizeof(*psk));
+}
+
+int pp_sec_psk_disc_key(const struct pp_sec_psk *psk, uint8_t ret_key[PP_SEC_KEY_LEN])
+{
+    if (!psk || !psk->ready || !ret_key)
+        return -EINVAL;
+    int r = sec_init();
+    if (r < 0)
+        return r;
+    /* Through a local, so ret_key is untouched on failure. */
+    uint8_t k[PP_SEC_KEY_LEN];
+    r = crypto_generichash(k, sizeof(k), (const unsigned char *)label_disc,
+                           LABEL_LEN(label_disc), psk->k_kdf, sizeof(psk->k_kdf));
+    if (r == 0)
+        memcpy(ret_key, k, sizeof(k));
+    sodium_memzero(k, sizeof(k));
+    return r == 0 ? 0 : -ENOSYS;
 }
 
 /****  Handshake  ****/

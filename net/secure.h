@@ -188,6 +188,15 @@ int pp_sec_psk_init(struct pp_sec_psk *psk, const void *secret, size_t len);
 /* pp_sec_psk_wipe - zero the keys; the psk is refused until init again. */
 void pp_sec_psk_wipe(struct pp_sec_psk *psk);
 
+/*
+ * pp_sec_psk_disc_key - the discovery key (disc.h), used for nothing
+ * else: K_disc = BLAKE2b-256(key = K_kdf, "pp-v1 disc").  The handshake's
+ * own use of K_kdf hashes "pp-v1 keys" | T into 64 bytes, so neither
+ * output can stand in for the other.  Returns 0, -EINVAL (NULL, psk not
+ * initialised) or -ENOSYS; ret_key is written only on success.
+ */
+int pp_sec_psk_disc_key(const struct pp_sec_psk *psk, uint8_t ret_key[PP_SEC_KEY_LEN]);
+
 /****  Handshake  ****/
 
 /*

@@ -869,6 +869,8 @@ TEST_P(Loop, QueueLimitsAndDrain)
     EXPECT_EQ(pp_conn_reserve(p.c, (size_t)PP_LOOP_OUT_MAX + 1), nullptr);
     EXPECT_EQ(errno, ENOBUFS);
     EXPECT_EQ(pp_conn_write(p.c, "a", (size_t)PP_LOOP_OUT_MAX + 1), -ENOBUFS);
+    EXPECT_NE(pp_conn_reserve(p.c, 0), nullptr);
+    pp_conn_commit(p.c, 0);
     uint8_t *b = pp_conn_reserve(p.c, 8);
     ASSERT_NE(b, nullptr);
     memcpy(b, "abcdefgh", 8);
@@ -1030,6 +1032,11 @@ void on_sigusr1(int)
 
 TEST_P(Loop, WakeFromSignalHandler)
 {
+#ifdef __SANITIZE_THREAD__
+    if (GetParam() == "io_uring")
+        GTEST_SKIP() << "TSan runs a signal handler only at its next interceptor, and "
+                        "io_uring_enter is a raw syscall: the wake would never be sent";
+#endif
     std::atomic<int> woke{0};
     pp_loop_set_wake(loop_, [](void *ctx) { ++*static_cast<std::atomic<int> *>(ctx); }, &woke);
     g_sig_loop = loop_;
