@@ -122,7 +122,7 @@
  * success.
  *
  * Ownership.  Every struct is caller-allocated.  pp_disc_client is about
- * 31 KiB and pp_disc_node about 25 KiB: allocate them, or keep them in a
+ * 33 KiB and pp_disc_node about 25 KiB: allocate them, or keep them in a
  * larger struct, rather than on a small thread stack.  The key is secret:
  * pp_disc_key_wipe it when done.
  *
