@@ -243,7 +243,8 @@ static void run_map(struct agent *a, struct ajob *j, pp_fn *fn, const void *arg)
     }
     j->map_fn = fn;
     j->map_in = malloc(pp_rd_left(&rd) ? pp_rd_left(&rd) : 1);
-    j->map_out = malloc(j->out_size * j->count ? (size_t)(j->out_size * j->count) : 1);
+    size_t out_bytes = (size_t)(j->out_size * j->count);
+    j->map_out = malloc(out_bytes ? out_bytes : 1);
     pthread_t th;
     pthread_attr_t at;
     pthread_attr_init(&at);

@@ -14,7 +14,7 @@
  * work (or ncpus = 0).  Submitters kick this thread (pp__net_kick) only
  * when no local worker will take their job and this thread said it sleeps
  * (the flag and the ring are checked in Dekker order, as in wake.c).  Each
- * node keeps a window of jobs in flight (its workers x PP_NODE_DEPTH), so
+ * node keeps a window of jobs in flight (DEPTH_*: about 4 ms of its work), so
  * the round trip is hidden and a faster node simply asks for more often:
  * that is the load balancing.
  *
@@ -1120,7 +1120,9 @@ static int add_node(struct pp_net *net, const char *hp)
     n->id = net->nnodes;
     snprintf(n->host, sizeof(n->host), "%s", host);
     n->port = port;
-    snprintf(n->name, sizeof(n->name), "%s:%u", host, port);
+    /* parse_node bounds host so that "host:port" fits the name. */
+    int k = snprintf(n->name, sizeof(n->name), "%.*s:%u", (int)(sizeof(n->name) - 7), host, port);
+    (void)k;
     n->fl_free = UINT32_MAX;
     n->state = PP_NODE_CONNECTING;
     struct pp_shared *sh = net->s->sh;

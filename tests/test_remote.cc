@@ -1195,6 +1195,62 @@ TEST_P(Remote, IncompatibleNodeGetsNoCode)
     closedir(dir);
 }
 
+extern "C" int remote_pid(pp_job *job)
+{
+    int32_t *r = (int32_t *)pp_job_result(job, sizeof(int32_t));
+    *r = (int32_t)getpid();
+    return 0;
+}
+
+// -r: a fresh worker process for every job on the node.
+TEST_P(Remote, RestartFlagGivesEachJobAFreshWorker)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "-r" }));
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    std::set<int32_t> pids;
+    for (int i = 0; i < 5; i++) {
+        pp_task *t;
+        ASSERT_EQ(pp_submit(srv, remote_pid, nullptr, 0, nullptr, &t), 0);
+        ASSERT_EQ(pp_task_wait(t, 20000), 0);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t, &d, &len), 0) << pp_task_error(t);
+        pids.insert(*(const int32_t *)d);
+        pp_task_release(t);
+    }
+    EXPECT_EQ(pids.size(), 5u);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
+// --max-conns: a session more is refused at once, the others go on.
+TEST_P(Remote, ConnectionLimit)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "--max-conns", "1" }));
+    pp_server *one = client({ a.name() }, 0);
+    ASSERT_TRUE(wait_up(one, 1)) << node_errors(one);
+    pp_server *two = client({ a.name() }, 0, "", 1000);
+    uint64_t x = 4;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(two, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_LT(pp_task_result(t, &d, &len), 0); // nowhere to run it
+    pp_task_release(t);
+    pp_server_destroy(two);
+    ASSERT_EQ(pp_submit(one, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 20000), 0);
+    EXPECT_EQ(pp_task_result(t, &d, &len), 0);
+    pp_task_release(t);
+    pp_server_destroy(one);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_NE(a.logs().find("--max-conns"), std::string::npos) << a.logs();
+}
+
 // At most --max-pending handshakes at once: one more is closed at once.
 TEST_P(Remote, PendingHandshakeLimit)
 {
