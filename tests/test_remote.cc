@@ -862,10 +862,14 @@ TEST_P(Remote, RandomSessionKills)
     std::vector<Ctx> ctx(N);
     std::mt19937 rng(12345);
     std::atomic<bool> done{ false };
+    // A bounded number of kills (slow sanitizer builds restart a session
+    // more slowly than the killer would kill it otherwise), then the run
+    // must finish.
+    const int max_kills = 25;
     std::thread killer([&] {
         std::mt19937 kr(777);
         Node *nodes[] = { &a, &b, &c };
-        while (!done) {
+        while (!done && kills.load() < max_kills) {
             std::this_thread::sleep_for(std::chrono::microseconds(5000 + kr() % 100000));
             // Session agents only (children of the daemon): a worker killed
             // on a node is a failed job, not a node failure.
@@ -895,11 +899,12 @@ TEST_P(Remote, RandomSessionKills)
             c->calls++;
         };
         o.callback_arg = &ctx[i];
-        ASSERT_EQ(pp_submit(srv, remote_echo, ctx[i].arg.data(), len, &o, nullptr), 0);
+        EXPECT_EQ(pp_submit(srv, remote_echo, ctx[i].arg.data(), len, &o, nullptr), 0);
     }
-    ASSERT_EQ(pp_wait(srv, nullptr, 240000), 0) << node_errors(srv);
+    int w = pp_wait(srv, nullptr, 240000);
     done = true;
     killer.join();
+    ASSERT_EQ(w, 0) << node_errors(srv);
     EXPECT_GE(kills.load(), 3) << "the run ended before the killer got going";
     for (int i = 0; i < N; i++) {
         ASSERT_EQ(ctx[i].calls.load(), 1) << i;
