@@ -29,6 +29,15 @@
  * and refused nodes are retried with a doubling backoff.  With no local
  * worker and no node up for node_wait_ms, queued jobs fail with
  * -EHOSTUNREACH (-EACCES when every node refused the secret).
+ *
+ * Discovery.  A "*" or "*:port" entry makes the thread open a UDP socket
+ * on its loop (pp_loop_watch) and send authenticated queries (net/disc.h)
+ * to pp_config.broadcast at port, at 0, 250 ms, 1 s and then every 10 s.
+ * Each answer or beacon that passes its check names a node by the
+ * datagram's source address and the payload's port; one not known yet
+ * is added as if listed (add_node), within pp_disc_limit_allow, and the
+ * TCP handshake authenticates it as any other.  Jobs wait for a node
+ * meanwhile (node_wait_ms counts only once some node is known).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -41,9 +50,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "chan.h"
 #include "conf.h"
+#include "disc.h"
 #include "loop.h"
 #include "msg.h"
 #include "secure.h"
@@ -64,6 +77,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define INFLIGHT_BYTES (64u << 20) /* stop taking jobs beyond this queued */
+#define DISC_EVERY_MS 10000      /* "*": queries at 0, 250 ms, 1 s, then this often */
 
 enum { PH_IDLE, PH_CONNECT, PH_HELLO, PH_INFO, PH_READY, PH_UP };
 
@@ -113,8 +127,23 @@ struct node {
     unsigned char *rx_dst;
 };
 
+/* "*" in ppservers: discovery (net/disc.h) on a UDP socket of the net
+ * thread's loop.  Allocated by pp__net_init (the states are ~60 KiB). */
+struct disc {
+    struct pp_disc_key key;
+    struct pp_disc_client c;
+    struct pp_disc_limit lim;
+    struct sockaddr_storage dst;  /* broadcast:port */
+    socklen_t dst_len;
+    int fd;                       /* made by the net thread; -1 before, after */
+    struct pp_watch *watch;
+    uint64_t start_ms;            /* loop clock of the first query */
+    unsigned sent;                /* queries sent */
+};
+
 struct pp_net {
     struct pp_server *s;
+    struct disc *disc;            /* NULL: no "*" entry */
     pthread_t thread;
     _Atomic bool started;         /* the thread runs (set once) */
     struct pp_loop *loop;
@@ -142,6 +171,7 @@ struct pp_net {
 
 static void node_down(struct node *n, int err, const char *why, bool crashed);
 static void dispatch(struct pp_net *net);
+static void disc_tick(struct pp_net *net, uint64_t now);
 
 /* ---------------------------------------------------------------- */
 /* Names, secrets                                                     */
@@ -990,6 +1020,7 @@ static void on_tick(void *ctx)
         }
     }
     check_capacity(net, now);
+    disc_tick(net, now);
 }
 
 static void on_wake(void *ctx)
@@ -1008,6 +1039,175 @@ static void adopt_new_nodes(struct pp_net *net)
     }
 }
 
+/* ---------------------------------------------------------------- */
+/* Discovery ("*" in ppservers)                                       */
+/* ---------------------------------------------------------------- */
+
+static int add_node(struct pp_net *net, const char *hp);
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* "*" or "*:port": where queries go, and the discovery states. */
+static int disc_create(struct pp_net *net, uint16_t port)
+{
+    const char *b = net->s->cfg.broadcast ? net->s->cfg.broadcast : "255.255.255.255";
+    if (net->disc)
+        return -EEXIST;
+    struct disc *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    d->fd = -1;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&d->dst;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&d->dst;
+    int r = 0;
+    if (inet_pton(AF_INET, b, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        d->dst_len = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, b, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        d->dst_len = sizeof(*a6);
+    } else {
+        r = -EINVAL; /* broadcast must be numeric */
+    }
+    if (r == 0)
+        r = pp_disc_key_init(&d->key, &net->psk);
+    if (r == 0)
+        r = pp_disc_client_init(&d->c);
+    if (r == 0)
+        r = pp_disc_limit_init(&d->lim, PP_DISC_LIMIT_SRC_BURST, PP_DISC_LIMIT_SRC_MS,
+                               PP_DISC_LIMIT_ALL_BURST, PP_DISC_LIMIT_ALL_MS);
+    if (r < 0) {
+        pp_disc_key_wipe(&d->key);
+        free(d);
+        return r;
+    }
+    net->disc = d;
+    return 0;
+}
+
+static void disc_query(struct pp_net *net)
+{
+    struct disc *d = net->disc;
+    uint8_t q[PP_DISC_QUERY_LEN];
+    size_t len = 0;
+    d->sent++;
+    if (pp_disc_query_build(&d->key, &d->c, wall_ms(), q, sizeof(q), &len) == 0)
+        (void)sendto(d->fd, q, len, MSG_DONTWAIT | MSG_NOSIGNAL,
+                     (const struct sockaddr *)&d->dst, d->dst_len); /* lost: the next round */
+}
+
+/* From on_tick: the next query when it is due. */
+static void disc_tick(struct pp_net *net, uint64_t now)
+{
+    struct disc *d = net->disc;
+    if (!d || d->fd < 0)
+        return;
+    uint64_t due = d->sent == 1 ? 250 : d->sent == 2 ? 1000
+                 : 1000 + (uint64_t)DISC_EVERY_MS * (d->sent - 2);
+    if (now - d->start_ms >= due)
+        disc_query(net);
+}
+
+/* An accepted answer or beacon: the node at to, unless known or limited. */
+static void disc_found(struct pp_net *net, const struct sockaddr_storage *to)
+{
+    char host[INET6_ADDRSTRLEN], hp[INET6_ADDRSTRLEN + 8];
+    uint16_t port;
+    if (to->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)to;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    } else {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)to;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+    }
+    bool known = false;
+    pthread_mutex_lock(&net->lock);
+    for (unsigned i = 0; i < net->nnodes && !known; i++)
+        known = net->nodes[i]->port == port && strcmp(net->nodes[i]->host, host) == 0;
+    pthread_mutex_unlock(&net->lock);
+    if (known || !pp_disc_limit_allow(&net->disc->lim, to, pp_loop_now_ms(net->loop)))
+        return;
+    snprintf(hp, sizeof(hp), "%s:%u", host, port);
+    (void)add_node(net, hp); /* adopt_new_nodes connects it after this turn */
+}
+
+/* The UDP socket is readable: check every datagram; the valid ones name nodes. */
+static void disc_readable(void *ctx)
+{
+    struct pp_net *net = ctx;
+    struct disc *d = net->disc;
+    uint8_t in[PP_DISC_MAX_LEN];
+    struct sockaddr_storage src, to;
+    struct pp_disc_found f;
+    for (;;) {
+        socklen_t slen = sizeof(src);
+        ssize_t n = recvfrom(d->fd, in, sizeof(in), MSG_DONTWAIT | MSG_TRUNC,
+                             (struct sockaddr *)&src, &slen);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return; /* EAGAIN, or an ICMP error for a query: ignored */
+        if ((size_t)n > sizeof(in) || slen > sizeof(src))
+            continue;
+        int t = pp_disc_type(in, (size_t)n), r = -EPROTO;
+        if (t == PP_DISC_ANSWER)
+            r = pp_disc_answer_check(&d->key, &d->c, in, (size_t)n, wall_ms(), &f);
+        else if (t == PP_DISC_BEACON)
+            r = pp_disc_beacon_check(&d->key, &d->c, in, (size_t)n, wall_ms(), &f);
+        if (r == 0 && pp_disc_target(&src, slen, f.port, &to) == 0)
+            disc_found(net, &to);
+    }
+}
+
+/* In the net thread, on its loop: an ephemeral UDP port, and the first query. */
+static int disc_open(struct pp_net *net)
+{
+    struct disc *d = net->disc;
+    struct sockaddr_storage any;
+    int one = 1;
+    memset(&any, 0, sizeof(any));
+    any.ss_family = d->dst.ss_family; /* the wildcard address, port 0 */
+    d->fd = socket(d->dst.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (d->fd < 0)
+        return -errno;
+    setsockopt(d->fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+    int r = bind(d->fd, (struct sockaddr *)&any,
+                 any.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                          : sizeof(struct sockaddr_in6)) < 0 ? -errno : 0;
+    if (r == 0)
+        r = pp_loop_watch(net->loop, d->fd, disc_readable, net, &d->watch);
+    if (r < 0) {
+        close(d->fd);
+        d->fd = -1;
+        return r;
+    }
+    d->start_ms = pp_loop_now_ms(net->loop);
+    disc_query(net);
+    return 0;
+}
+
+static void disc_close(struct pp_net *net)
+{
+    struct disc *d = net->disc;
+    if (!d)
+        return;
+    if (d->watch)
+        pp_watch_close(d->watch);
+    d->watch = NULL;
+    if (d->fd >= 0)
+        close(d->fd);
+    d->fd = -1;
+}
+
 static void *net_main(void *arg)
 {
     struct pp_net *net = arg;
@@ -1016,6 +1216,12 @@ static void *net_main(void *arg)
     pp__block_signals();
     int r = pp_loop_new(&net->loop);
     if (r < 0) {
+        pp_store_release(&net->ready, r);
+        return NULL;
+    }
+    if (net->disc && (r = disc_open(net)) < 0) {
+        pp_loop_free(net->loop);
+        net->loop = NULL;
         pp_store_release(&net->ready, r);
         return NULL;
     }
@@ -1087,6 +1293,7 @@ static void *net_main(void *arg)
     pp_fence_seq_cst();
     while (atomic_load(&net->kicking))
         sched_yield();
+    disc_close(net);
     pp_loop_free(net->loop);
     net->loop = NULL;
     return NULL;
@@ -1100,7 +1307,7 @@ static int add_node(struct pp_net *net, const char *hp)
 {
     char host[PP_NODE_NAME_MAX];
     uint16_t port;
-    if (parse_node(hp, host, sizeof(host), &port) < 0)
+    if (parse_node(hp, host, sizeof(host), &port) < 0 || strcmp(host, "*") == 0)
         return -EINVAL;
     pthread_mutex_lock(&net->lock);
     int r = 0;
@@ -1187,9 +1394,16 @@ int pp__net_init(struct pp_server *s)
     int r = net_create(s);
     if (r < 0)
         return r;
-    for (const char *const *p = s->cfg.ppservers; *p; p++)
-        if ((r = add_node(s->net, *p)) < 0 && r != -EEXIST)
+    for (const char *const *p = s->cfg.ppservers; *p; p++) {
+        char host[PP_NODE_NAME_MAX];
+        uint16_t port;
+        if (parse_node(*p, host, sizeof(host), &port) == 0 && strcmp(host, "*") == 0)
+            r = disc_create(s->net, port); /* discovery instead of a node */
+        else
+            r = add_node(s->net, *p);
+        if (r < 0 && r != -EEXIST)
             return r;
+    }
     return net_start(s->net);
 }
 
@@ -1235,8 +1449,17 @@ void pp__net_free(struct pp_server *s, bool forked)
         free(n->fl);
         free(n);
     }
-    if (net->loop && forked)
+    if (net->loop && forked) {
+        if (net->disc)
+            net->disc->watch = NULL; /* freed with the loop; the fd below */
         pp_loop_abandon(net->loop); /* the parent's thread's loop */
+    }
+    if (net->disc) {
+        disc_close(net);
+        pp_disc_key_wipe(&net->disc->key);
+        free(net->disc);
+        net->disc = NULL;
+    }
     pp_sec_psk_wipe(&net->psk);
     pthread_mutex_destroy(&net->lock);
     free(net);

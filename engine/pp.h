@@ -152,6 +152,7 @@ struct pp_config {
                                 or -EACCES (default 30000) */
     unsigned node_retries;   /* a job whose node died this many times
                                 fails with -ECHILD naming them (default 3) */
+    const char *broadcast;  /* where discovery queries for "*" nodes go (default "255.255.255.255") */
 };
 
 /* Fills cfg with the defaults: autodetect, pinned, adaptive waiting. */

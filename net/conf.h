@@ -73,8 +73,8 @@ struct pp_srvconf {
     int workers;              /* -w: 1..PP_SRVCONF_WORKERS_MAX, or AUTODETECT */
     int port;                 /* -p: 0..65535; 0 = an ephemeral port */
     char interface[PP_SRVCONF_NAME_MAX];  /* -i: address to listen on */
-    char broadcast[PP_SRVCONF_NAME_MAX];  /* -b: discovery address; "" = none */
-    bool autodiscovery;       /* -a: answer discovery (not yet implemented) */
+    char broadcast[PP_SRVCONF_NAME_MAX];  /* -b: beacons go here (with -a); "" = none */
+    bool autodiscovery;       /* -a: answer discovery queries (UDP, disc.h) */
     bool restart;             /* -r: restart a worker after each job */
     bool debug;               /* -d: log at debug level */
     bool help;                /* -h/--help: print pp_srvconf_usage(), exit */

@@ -348,6 +348,22 @@ bool pp__loop_listener_error(struct pp_listener *ls, int err)
     return false;
 }
 
+/****  Watches (shared)  ****/
+
+static void watch_free(struct pp_watch *w)
+{
+    list_del(&w->node);
+    free(w);  /* the fd is the caller's */
+}
+
+void pp__loop_watch_ready(struct pp_watch *w)
+{
+    if (w->closed)
+        return;
+    w->loop->events++;
+    w->on_readable(w->ctx);
+}
+
 /****  Turn machinery  ****/
 
 /* Deliver queued on_close callbacks, including any queued by them. */
@@ -455,6 +471,13 @@ static void loop_reap(struct pp_loop *l)
         if (ls->nops == 0)
             listener_free(ls);
     }
+    n = l->dead_watches.next;
+    while (n != &l->dead_watches) {
+        struct pp_watch *w = container_of(n, struct pp_watch, node);
+        n = n->next;
+        if (w->nops == 0)
+            watch_free(w);
+    }
 }
 
 /* How long the backend may block: the caller's limit, cut by timers. */
@@ -499,6 +522,8 @@ int pp_loop_new(struct pp_loop **ret)
     list_init(&l->dead);
     list_init(&l->listeners);
     list_init(&l->dead_listeners);
+    list_init(&l->watches);
+    list_init(&l->dead_watches);
     atomic_init(&l->wake_pending, 0);
     l->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (l->wake_fd < 0) {
@@ -547,12 +572,16 @@ void pp_loop_free(struct pp_loop *l)
         pp__loop_conn_kill(container_of(l->conns.next, struct pp_conn, node), -ECANCELED);
     while (!list_empty(&l->listeners))
         pp_listener_close(container_of(l->listeners.next, struct pp_listener, node));
+    while (!list_empty(&l->watches))
+        pp_watch_close(container_of(l->watches.next, struct pp_watch, node));
     loop_notify(l);  /* callbacks find every pp_loop_* refusing with -ESHUTDOWN */
     l->be->destroy(l);
     while (!list_empty(&l->dead))
         conn_free(container_of(l->dead.next, struct pp_conn, node));
     while (!list_empty(&l->dead_listeners))
         listener_free(container_of(l->dead_listeners.next, struct pp_listener, node));
+    while (!list_empty(&l->dead_watches))
+        watch_free(container_of(l->dead_watches.next, struct pp_watch, node));
     close(l->wake_fd);
     free(l);
 }
@@ -570,6 +599,10 @@ void pp_loop_abandon(struct pp_loop *l)
         listener_free(container_of(l->listeners.next, struct pp_listener, node));
     while (!list_empty(&l->dead_listeners))
         listener_free(container_of(l->dead_listeners.next, struct pp_listener, node));
+    while (!list_empty(&l->watches))
+        watch_free(container_of(l->watches.next, struct pp_watch, node));
+    while (!list_empty(&l->dead_watches))
+        watch_free(container_of(l->dead_watches.next, struct pp_watch, node));
     l->be->abandon(l);
     close(l->wake_fd);
     free(l);
@@ -729,6 +762,44 @@ void pp_listener_close(struct pp_listener *ls)
     ls->deadline = 0;
     list_move(&l->dead_listeners, &ls->node);
     l->be->listen_stop(ls);
+}
+
+/****  Public: watches  ****/
+
+int pp_loop_watch(struct pp_loop *l, int fd, void (*on_readable)(void *ctx), void *ctx,
+                  struct pp_watch **ret)
+{
+    if (!l || fd < 0 || !on_readable || !ret)
+        return -EINVAL;
+    if (l->freeing)
+        return -ESHUTDOWN;
+    struct pp_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->kind = K_WATCH;
+    w->loop = l;
+    w->fd = fd;
+    w->on_readable = on_readable;
+    w->ctx = ctx;
+    list_init(&w->node);
+    list_add(&l->watches, &w->node);
+    int r = l->be->watch_start(w);
+    if (r < 0) {
+        watch_free(w);
+        return r;
+    }
+    *ret = w;
+    return 0;
+}
+
+void pp_watch_close(struct pp_watch *w)
+{
+    if (!w || w->closed)
+        return;
+    struct pp_loop *l = w->loop;
+    w->closed = true;
+    list_move(&l->dead_watches, &w->node);
+    l->be->watch_stop(w);
 }
 
 /****  Public: connections  ****/

@@ -2,7 +2,7 @@
  * loop.h - a small single-threaded event loop for TCP connections.
  *
  * Used by the client's net thread (one connection per node, many small
- * frames pipelined), by ppserver (accepting; one forked child per
+ * frames pipelined, and a UDP socket for discovery: pp_loop_watch), by ppserver (accepting; one forked child per
  * connection, which abandons the parent's loop and makes its own) and by
  * the session agent (one connection).  DESIGN.md "Many hosts".
  *
@@ -61,6 +61,7 @@ extern "C" {
 struct pp_loop;
 struct pp_conn;
 struct pp_listener;
+struct pp_watch;
 
 /*
  * Per-connection callbacks, all called on the loop's thread with the ctx
@@ -116,7 +117,8 @@ int pp_loop_new(struct pp_loop **ret);
 const char *pp_loop_backend(const struct pp_loop *loop);
 
 /*
- * pp_loop_free - close every connection and listener and free the loop.
+ * pp_loop_free - close every connection, listener and watch (not the
+ * watched fds: those are the caller's) and free the loop.
  * Each connection whose on_close has not run yet gets it now, with
  * -ECANCELED (or the error it was already closing with); queued bytes are
  * dropped.  Waits (briefly, bounded) for the kernel to finish with the
@@ -132,7 +134,8 @@ void pp_loop_free(struct pp_loop *loop);
  * The parent's connections stay open: only the last close of a socket
  * ends it.  May be called in a child forked from inside one of this
  * loop's callbacks (ppserver forks in on_accept), as long as the child
- * never returns into the loop.  NULL is a no-op.
+ * never returns into the loop.  Watches are freed; their fds stay open
+ * (the caller's to close).  NULL is a no-op.
  */
 void pp_loop_abandon(struct pp_loop *loop);
 
@@ -201,6 +204,31 @@ uint16_t pp_listener_port(const struct pp_listener *ls);
  * closed).  The pointer is invalid afterwards.  NULL is a no-op.
  */
 void pp_listener_close(struct pp_listener *ls);
+
+/****  Watches (datagram sockets)  ****/
+
+/*
+ * pp_loop_watch - call on_readable(ctx) from pp_loop_run whenever fd (a
+ * non-blocking UDP socket, or any pollable fd that is not one of this
+ * loop's connections) is readable.  The loop never reads, writes or
+ * closes fd: the callback drains it itself, with recvfrom(MSG_DONTWAIT)
+ * until EAGAIN.  Drain it fully: epoll reports a readable fd again at the
+ * next turn, but io_uring (multishot poll) reports new arrivals, so data
+ * left behind may wait for the next datagram.  The callback may call
+ * pp_watch_close on its own watch.  Returns 0 and *ret, or -EINVAL,
+ * -ENOMEM, -ESHUTDOWN, -EBUSY, or epoll_ctl's error (-EEXIST: fd watched
+ * already, -EPERM: not pollable).
+ */
+int pp_loop_watch(struct pp_loop *loop, int fd, void (*on_readable)(void *ctx), void *ctx,
+                  struct pp_watch **ret);
+
+/*
+ * pp_watch_close - stop watching: no on_readable after this returns.  The
+ * fd stays the caller's; it may be closed right after this call.  The
+ * pointer is invalid afterwards.  pp_loop_free and pp_loop_abandon close
+ * (free) the watches still open, never their fds.  NULL is a no-op.
+ */
+void pp_watch_close(struct pp_watch *w);
 
 /****  Connections  ****/
 

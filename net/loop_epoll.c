@@ -216,6 +216,9 @@ static int ep_wait(struct pp_loop *l, int timeout_ms)
         case K_WAKE:
             ep_on_wake(l);
             break;
+        case K_WATCH:
+            pp__loop_watch_ready((struct pp_watch *)(void *)kind);
+            break;
         }
     }
     return 0;
@@ -280,6 +283,23 @@ static void ep_listen_stop(struct pp_listener *ls)
     ls->fd = -1;
 }
 
+/* Watches: EPOLLIN, level-triggered; the fd stays the caller's. */
+static int ep_watch_start(struct pp_watch *w)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = w };
+    if (epoll_ctl(w->loop->e.epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0)
+        return -errno;
+    w->ep_registered = true;
+    return 0;
+}
+
+static void ep_watch_stop(struct pp_watch *w)
+{
+    if (w->ep_registered)
+        epoll_ctl(w->loop->e.epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->ep_registered = false;
+}
+
 static void ep_destroy(struct pp_loop *l)
 {
     close(l->e.epfd);
@@ -299,4 +319,6 @@ const struct backend pp__loop_epoll_backend = {
     .listen_start = ep_listen_start,
     .listen_pause = ep_listen_pause,
     .listen_stop = ep_listen_stop,
+    .watch_start = ep_watch_start,
+    .watch_stop = ep_watch_stop,
 };

@@ -35,7 +35,7 @@ static inline uint64_t clock_ms(void)
 /****  Data structures  ****/
 
 /* First byte of every object epoll's data.ptr can name. */
-enum kind { K_CONN = 1, K_LISTENER, K_WAKE };
+enum kind { K_CONN = 1, K_LISTENER, K_WAKE, K_WATCH };
 
 enum conn_state {
     CS_CONNECTING,  /* pp_loop_connect, before on_connect */
@@ -99,6 +99,20 @@ struct pp_listener {
     uint64_t deadline;          /* paused until then (ms); 0 = accepting */
 };
 
+/* A readiness watch on a caller's fd (a UDP socket): never closes it. */
+struct pp_watch {
+    uint8_t kind;               /* K_WATCH */
+    bool closed;
+    bool armed;                 /* io_uring: a multishot poll is in flight */
+    bool ep_registered;
+    struct pp_loop *loop;
+    struct list node;           /* loop->watches, or loop->dead_watches */
+    int fd;                     /* the caller's */
+    void (*on_readable)(void *ctx);
+    void *ctx;
+    unsigned nops;
+};
+
 struct uring_state {
     struct io_uring ring;
     struct io_uring_buf_ring *br; /* page 0 of the mapping: the ring entries */
@@ -124,7 +138,7 @@ struct pp_loop {
     bool drained;               /* an out-queue emptied this turn (see pp_loop_run) */
     int events;                 /* callbacks made this turn */
     uint64_t now;
-    struct list conns, dead, listeners, dead_listeners;
+    struct list conns, dead, listeners, dead_listeners, watches, dead_watches;
     struct pp_conn *dirty;      /* writes to flush at the next turn */
     struct pp_conn *notify_head, *notify_tail; /* on_close to deliver, FIFO */
     uint64_t next_deadline;     /* lower bound of every deadline; UINT64_MAX = none */
@@ -158,6 +172,8 @@ struct backend {
     int (*listen_start)(struct pp_listener *ls);
     void (*listen_pause)(struct pp_listener *ls);
     void (*listen_stop)(struct pp_listener *ls);
+    int (*watch_start)(struct pp_watch *w);
+    void (*watch_stop)(struct pp_watch *w); /* closed: no callback after this */
 };
 
 /* The two tables, in loop_uring.c and loop_epoll.c; pp_loop_new picks one. */
@@ -193,6 +209,9 @@ void pp__loop_connect_done(struct pp_conn *c, int err);
 void pp__loop_listener_accepted(struct pp_listener *ls, int fd,
                        const struct sockaddr_storage *peer);
 bool pp__loop_listener_error(struct pp_listener *ls, int err);
+
+/* A watched fd is readable: run on_readable unless the watch is closed. */
+void pp__loop_watch_ready(struct pp_watch *w);
 
 /* The eventfd fired and its counter was read: clear the flag, run on_wake. */
 void pp__loop_woken(struct pp_loop *l);

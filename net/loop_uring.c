@@ -4,7 +4,7 @@
  *
  * Multishot recv into a provided-buffer ring, one send in flight per
  * socket, multishot accept, connect with a linked timeout, and the eventfd
- * read by one READ at a time.  An SQE for a connection or listener counts
+ * read by one READ at a time, multishot poll for watches.  An SQE for a connection or listener counts
  * in its nops until the final CQE, so loop_reap never frees what the
  * kernel can still name; l->u.inflight counts every tagged SQE, for
  * pp_loop_free's bounded wait.
@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -31,7 +32,7 @@
 /****  io_uring backend  ****/
 
 /* user_data = object pointer | tag; calloc'ed objects are 16-byte aligned. */
-enum tag { T_IGNORE = 0, T_RECV, T_SEND, T_CONNECT, T_TIMEOUT, T_ACCEPT, T_WAKE };
+enum tag { T_IGNORE = 0, T_RECV, T_SEND, T_CONNECT, T_TIMEOUT, T_ACCEPT, T_WAKE, T_POLL };
 #define TAG_MASK 7u
 
 /* An SQE, submitting what is queued first if the SQ is full. */
@@ -365,6 +366,48 @@ static void ur_on_accept(struct pp_listener *ls, const struct io_uring_cqe *cqe)
         ur_listen_start(ls);
 }
 
+/* Watches: one multishot poll each, re-armed when the kernel ends it. */
+static int ur_watch_start(struct pp_watch *w)
+{
+    struct pp_loop *l = w->loop;
+    struct io_uring_sqe *sqe;
+    if (w->armed || w->closed)
+        return 0;
+    if (!(sqe = ur_sqe(l)))
+        return -EBUSY;
+    io_uring_prep_poll_multishot(sqe, w->fd, POLLIN);
+    ur_tag(l, sqe, w, T_POLL);
+    w->armed = true;
+    w->nops++;
+    return 0;
+}
+
+/* Cancel by user_data, not by fd: the caller may close the fd before the
+ * cancel is submitted (the poll holds its own reference to the file). */
+static void ur_watch_stop(struct pp_watch *w)
+{
+    struct io_uring_sqe *sqe;
+    if (!w->armed || !(sqe = ur_sqe(w->loop)))
+        return;
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)w | T_POLL, 0);
+    io_uring_sqe_set_data64(sqe, T_IGNORE);
+}
+
+/* A readiness (res: the poll mask) or the end of the multishot (no
+ * IORING_CQE_F_MORE: a CQ overflow, or an error); re-armed after a
+ * readiness unless closed. */
+static void ur_on_poll(struct pp_watch *w, const struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        w->armed = false;
+        w->nops--;
+    }
+    if (cqe->res > 0)
+        pp__loop_watch_ready(w);
+    if (!w->armed && !w->closed && cqe->res >= 0)
+        ur_watch_start(w);  /* an error (-EBADF ...) would only repeat: stay off */
+}
+
 /* The eventfd READ completed (it also reset the counter): re-arm first, so
  * a wake during on_wake completes the new READ. */
 static void ur_on_wake(struct pp_loop *l, int res)
@@ -406,6 +449,9 @@ static void ur_cqe(struct pp_loop *l, const struct io_uring_cqe *cqe)
         break;
     case T_WAKE:
         ur_on_wake(l, cqe->res);
+        break;
+    case T_POLL:
+        ur_on_poll(p, cqe);
         break;
     }
 }
@@ -501,4 +547,6 @@ const struct backend pp__loop_uring_backend = {
     .listen_start = ur_listen_start,
     .listen_pause = ur_listen_pause,
     .listen_stop = ur_listen_stop,
+    .watch_start = ur_watch_start,
+    .watch_stop = ur_watch_stop,
 };

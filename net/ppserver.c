@@ -46,6 +46,7 @@
 
 #include "chan.h"
 #include "conf.h"
+#include "disc.h"
 #include "loop.h"
 #include "msg.h"
 #include "secure.h"
@@ -440,6 +441,25 @@ static volatile sig_atomic_t sig_term, sig_usr1, sig_chld;
 static bool stopping;
 static uint64_t last_client_ms, stop_ms;
 
+#define BEACON_MS 10000     /* -b: a beacon this often */
+#define DISC_LOG_MS 1000    /* at most one debug line per second for dropped datagrams */
+
+static struct {
+    struct pp_disc_key key;     /* derived where the psk is made */
+    struct pp_disc_node node;
+    int fd;
+    struct pp_watch *watch;
+    uint16_t port;              /* ours, TCP = UDP */
+    uint32_t workers;           /* announced; 0: autodetected by the agent */
+    struct sockaddr_storage bcast;  /* -b at our port; ss_family 0 = no beacons */
+    socklen_t bcast_len;
+    uint64_t next_beacon, last_log;
+    unsigned dropped;
+} disc = { .fd = -1 };
+
+static void disc_beacon(uint64_t now);
+static void disc_stop(void);
+
 static void on_signal(int sig)
 {
     int e = errno;
@@ -504,8 +524,10 @@ static void on_accept(void *ctx, int fd, const struct sockaddr_storage *peer)
         signal(SIGINT, SIG_DFL);
         signal(SIGUSR1, SIG_DFL);
         signal(SIGCHLD, SIG_DFL);
+        disc.watch = NULL; /* freed with the loop's copy; the fd is ours */
         pp_loop_abandon(loop);
         loop = NULL;
+        disc_stop();
         run_session(fd, name, authed_count);
     }
     close(fd);
@@ -549,6 +571,7 @@ static void begin_stop(const char *why)
         pp_listener_close(lst);
         lst = NULL;
     }
+    disc_stop();
     for (unsigned i = 0; i < nchildren; i++)
         kill(children[i].pid, SIGTERM);
 }
@@ -564,6 +587,168 @@ static void on_tick(void *ctx)
         for (unsigned i = 0; i < nchildren; i++)
             kill(children[i].pid, SIGKILL);
     }
+    disc_beacon(now);
+}
+
+/* ---------------------------------------------------------------- */
+/* Discovery (-a): disc.h                                             */
+/* ---------------------------------------------------------------- */
+
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Numeric ip:port into ss.  Returns 0 or -EINVAL. */
+static int disc_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss,
+                     socklen_t *len)
+{
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(port);
+        *len = sizeof(*a4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        *len = sizeof(*a6);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* A datagram we do not answer: say so in debug mode, once a second at most. */
+static void disc_drop(const char *why, int err)
+{
+    uint64_t now = pp_loop_now_ms(loop);
+    disc.dropped++;
+    if (!debug_on || now - disc.last_log < DISC_LOG_MS)
+        return;
+    disc.last_log = now;
+    plog("discovery: %u datagram(s) ignored, the last: %s (%s)", disc.dropped, why,
+         strerror(-err));
+    disc.dropped = 0;
+}
+
+/* Answer each QUERY that verifies, once, to its source; ignore the rest. */
+static void disc_readable(void *ctx)
+{
+    (void)ctx;
+    uint8_t in[PP_DISC_MAX_LEN], out[PP_DISC_ANSWER_LEN];
+    struct sockaddr_storage src;
+    for (;;) {
+        socklen_t slen = sizeof(src);
+        ssize_t n = recvfrom(disc.fd, in, sizeof(in), MSG_DONTWAIT | MSG_TRUNC,
+                             (struct sockaddr *)&src, &slen);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* EAGAIN; or an ICMP error from a sendto: nothing to do */
+        }
+        if ((size_t)n > sizeof(in)) {
+            disc_drop("too long", -EMSGSIZE);
+            continue;
+        }
+        size_t len = (size_t)n;
+        int t = pp_disc_type(in, len);
+        if (t != PP_DISC_QUERY) {
+            if (t < 0)
+                disc_drop("not a query", t);
+            continue; /* answers and beacons are for clients */
+        }
+        size_t olen = 0;
+        int r = pp_disc_answer_build(&disc.key, &disc.node, in, len, wall_ms(), disc.port,
+                                     disc.workers, out, sizeof(out), &olen);
+        if (r < 0) {
+            disc_drop(r == -ETIME ? "query outside the clock window (check NTP)"
+                      : "query refused", r);
+            continue;
+        }
+        if (sendto(disc.fd, out, olen, MSG_DONTWAIT, (struct sockaddr *)&src, slen) < 0)
+            disc_drop("cannot send the answer", -errno);
+    }
+}
+
+static void disc_beacon(uint64_t now)
+{
+    uint8_t out[PP_DISC_BEACON_LEN];
+    size_t olen = 0;
+    if (disc.fd < 0 || !disc.bcast.ss_family || now < disc.next_beacon)
+        return;
+    disc.next_beacon = now + BEACON_MS;
+    if (pp_disc_beacon_build(&disc.key, &disc.node, wall_ms(), disc.port, disc.workers, out,
+                             sizeof(out), &olen) == 0 &&
+        sendto(disc.fd, out, olen, MSG_DONTWAIT, (struct sockaddr *)&disc.bcast,
+               disc.bcast_len) < 0)
+        disc_drop("cannot send a beacon", -errno);
+}
+
+/*
+ * -a: a UDP socket on our TCP port's number, bound to -i's address, or to
+ * the wildcard address of -b's family when -b is given (a socket bound to
+ * one address does not receive broadcasts).  Returns 0, or -1 logged.
+ */
+static int disc_start(void)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int one = 1, zero = 0;
+    disc.port = pp_listener_port(lst);
+    disc.workers = conf.workers > 0 ? (uint32_t)conf.workers : 0;
+    if (conf.broadcast[0]) {
+        if (disc_addr(conf.broadcast, disc.port, &disc.bcast, &disc.bcast_len) < 0) {
+            plog("-b %s: not a numeric address", conf.broadcast);
+            return -1;
+        }
+        disc_addr(disc.bcast.ss_family == AF_INET ? "0.0.0.0" : "::", disc.port, &ss, &len);
+    } else if (disc_addr(conf.interface, disc.port, &ss, &len) < 0) {
+        plog("-a: -i %s is not a numeric address", conf.interface);
+        return -1;
+    }
+    if (pp_disc_node_init(&disc.node) < 0) {
+        plog("-a: cannot initialise discovery");
+        return -1;
+    }
+    disc.fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (disc.fd < 0) {
+        plog("-a: socket: %s", strerror(errno));
+        return -1;
+    }
+    setsockopt(disc.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(disc.fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(disc.fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+    int r = bind(disc.fd, (struct sockaddr *)&ss, len) < 0 ? -errno : 0;
+    if (r == 0)
+        r = pp_loop_watch(loop, disc.fd, disc_readable, NULL, &disc.watch);
+    if (r < 0) {
+        plog("-a: cannot listen on UDP port %u: %s", disc.port, strerror(-r));
+        close(disc.fd);
+        disc.fd = -1;
+        return -1;
+    }
+    dlog("discovery: answering on UDP port %u%s%s", disc.port,
+         conf.broadcast[0] ? ", beacons to " : "", conf.broadcast);
+    return 0;
+}
+
+/* Stop answering (on stop), or forget it all in a session process. */
+static void disc_stop(void)
+{
+    if (disc.watch && loop)
+        pp_watch_close(disc.watch);
+    disc.watch = NULL;
+    if (disc.fd >= 0)
+        close(disc.fd);
+    disc.fd = -1;
+    pp_disc_key_wipe(&disc.key);
 }
 
 static int make_cache_dir(const char *dir)
@@ -603,11 +788,10 @@ int main(int argc, char **argv)
         return 2;
     }
     debug_on = conf.debug;
-    if (conf.autodiscovery || conf.broadcast[0])
-        plog("-a/-b: auto-discovery is not implemented yet; listening for direct connections only");
     if (conf.workers == PP_SRVCONF_AUTODETECT)
         conf.workers = -1; /* the agent's pp_server detects them */
-    if (pp_sec_psk_init(&psk, conf.secret, conf.secret_len) < 0) {
+    if (pp_sec_psk_init(&psk, conf.secret, conf.secret_len) < 0 ||
+        (conf.autodiscovery && pp_disc_key_init(&disc.key, &psk) < 0)) {
         plog("cannot initialise libsodium");
         return 1;
     }
@@ -646,6 +830,8 @@ int main(int argc, char **argv)
         plog("cannot listen on %s:%d: %s", conf.interface, conf.port, strerror(-r));
         return 1;
     }
+    if (conf.autodiscovery && disc_start() < 0)
+        return 1;
     if (conf.pid_file[0]) {
         FILE *f = fopen(conf.pid_file, "we");
         if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
@@ -679,6 +865,7 @@ int main(int argc, char **argv)
             break;
     }
     reap();
+    disc_stop();
     struct pp_loop *l = loop;
     loop = NULL; /* the signal handler wakes it no more */
     pp_loop_free(l);

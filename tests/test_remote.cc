@@ -347,12 +347,14 @@ protected:
         cfg.secret = sec_used.c_str();
         if (wait_ms)
             cfg.node_wait_ms = wait_ms;
+        cfg.broadcast = bcast;
         pp_server *srv = nullptr;
         EXPECT_EQ(pp_server_new(&cfg, &srv), 0);
         return srv;
     }
 
     std::string secret, sec_used;
+    const char *bcast = nullptr;  // pp_config.broadcast
     std::vector<std::string> hosts;
     std::vector<const char *> ptrs;
 };
@@ -1284,6 +1286,103 @@ TEST_P(Remote, PendingHandshakeLimit)
     close(f3);
     EXPECT_EQ(a.stop(), 0);
     EXPECT_NE(a.logs().find("--max-pending"), std::string::npos) << a.logs();
+}
+
+// Discovery ("*:port" in ppservers, ppserver -a): queries go to 127.0.0.1
+// (a broadcast would leave loopback), the node answers, the client adds it
+// by the answer's source address and port and the handshake does the rest.
+TEST_P(Remote, DiscoveryFindsNode)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 2, { "-a" })) << a.logs();
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(a.port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 1, 3000)) << node_errors(srv) << a.logs();
+    const int N = 200;
+    std::vector<pp_task *> t(N);
+    for (int i = 0; i < N; i++) {
+        uint64_t x = (uint64_t)i;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(pp_task_wait(t[i], 20000), 0) << i << " " << node_errors(srv);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
+        ASSERT_EQ(len, sizeof(uint64_t));
+        EXPECT_EQ(*(const uint64_t *)d, (uint64_t)i * i + 1);
+        pp_task_release(t[i]);
+    }
+    // Answers to the later queries (250 ms, 1 s) name the same node: one entry.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    pp_node_info info[4];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 4), 1);
+    EXPECT_EQ(info[0].state, PP_NODE_UP);
+    EXPECT_EQ(info[0].workers, 2u);
+    EXPECT_EQ(info[0].jobs_done, (uint64_t)N);
+    EXPECT_EQ(std::string(info[0].name), a.name());
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+}
+
+// A node without -a does not answer: nothing is found, nothing listed.
+TEST_P(Remote, DiscoveryIgnoresNodeWithoutA)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1)) << a.logs();
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(a.port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    EXPECT_FALSE(wait_up(srv, 1, 1500)) << node_errors(srv);
+    EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 0);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+}
+
+// A node with -a and another secret: it refuses the client's queries (the
+// mac), and what it would say fails the client's check too.
+TEST_P(Remote, DiscoveryIgnoresOtherSecret)
+{
+    Node a;
+    ASSERT_TRUE(a.start("not-" + secret, 1, { "-a", "-d" })) << a.logs();
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(a.port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    EXPECT_FALSE(wait_up(srv, 1, 1500)) << node_errors(srv);
+    EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 0);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+    EXPECT_NE(a.logs().find("query refused"), std::string::npos) << a.logs();
+    EXPECT_EQ(a.logs().find("session 127."), std::string::npos) << a.logs();
+}
+
+// A daemon with -a answers only queries that verify (a stray datagram is
+// dropped, no answer comes back), and "*" is not a node for pp_connect.
+TEST_P(Remote, DiscoveryDropsGarbage)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1, { "-a" })) << a.logs();
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((uint16_t)a.port);
+    std::string junk(128, 'x');
+    memcpy(&junk[0], "PPD1\x01", 5);
+    for (size_t len : { (size_t)0, (size_t)5, (size_t)128, (size_t)1000 })
+        sendto(fd, junk.data(), std::min(len, junk.size()), 0, (sockaddr *)&sa, sizeof(sa));
+    pollfd p = { fd, POLLIN, 0 };
+    EXPECT_EQ(poll(&p, 1, 300), 0) << "the node answered garbage";
+    close(fd);
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(a.port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    EXPECT_EQ(pp_connect(srv, "*"), -EINVAL);
+    ASSERT_TRUE(wait_up(srv, 1, 3000)) << node_errors(srv) << a.logs();  // still answers
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
 }
 
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
