@@ -1045,12 +1045,8 @@ static void adopt_new_nodes(struct pp_net *net)
 
 static int add_node(struct pp_net *net, const char *hp);
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* Wall-clock ms for discovery's time window: pp_wall_ms (msg.c). */
+static uint64_t wall_ms(void) { return pp_wall_ms(); }
 
 /* "*" or "*:port": where queries go, and the discovery states. */
 static int disc_create(struct pp_net *net, uint16_t port)
@@ -1062,20 +1058,9 @@ static int disc_create(struct pp_net *net, uint16_t port)
     if (!d)
         return -ENOMEM;
     d->fd = -1;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&d->dst;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&d->dst;
-    int r = 0;
-    if (inet_pton(AF_INET, b, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        d->dst_len = sizeof(*a4);
-    } else if (inet_pton(AF_INET6, b, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        d->dst_len = sizeof(*a6);
-    } else {
-        r = -EINVAL; /* broadcast must be numeric */
-    }
+    unsigned dl = 0;
+    int r = pp_net_addr(b, port, &d->dst, &dl); /* broadcast must be numeric */
+    d->dst_len = (socklen_t)dl;
     if (r == 0)
         r = pp_disc_key_init(&d->key, &net->psk);
     if (r == 0)

@@ -20,6 +20,7 @@
  */
 #define _GNU_SOURCE /* EAI_NODATA */
 #include "loop_int.h"
+#include "msg.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -676,26 +677,14 @@ uint64_t pp_loop_now_ms(const struct pp_loop *l)
 
 /****  Public: listeners  ****/
 
-/* Numeric address only.  Returns 0, or -EINVAL. */
+/* Numeric address only: pp_net_addr (msg.c).  Returns 0, or -EINVAL. */
 static int parse_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss,
                       socklen_t *len)
 {
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof(*a4);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof(*a6);
-        return 0;
-    }
-    return -EINVAL;
+    unsigned l = 0;
+    int r = pp_net_addr(ip, port, ss, &l);
+    *len = (socklen_t)l;
+    return r;
 }
 
 int pp_loop_listen(struct pp_loop *l, const char *ip, uint16_t port, int backlog,

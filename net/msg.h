@@ -143,6 +143,13 @@ void pp_host_info_self(struct pp_host_info *info);
 int pp_host_info_compatible(const struct pp_host_info *from, const struct pp_host_info *to,
                             char *why, size_t whylen);
 
+/* A numeric IPv4 or IPv6 address and a port into *ss (*len its size).
+ * Returns 0, or -EINVAL for anything but a numeric address. */
+struct sockaddr_storage;
+int pp_net_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, unsigned *len);
+/* Wall-clock milliseconds (CLOCK_REALTIME): discovery's time window. */
+uint64_t pp_wall_ms(void);
+
 /* The BLAKE2b-256 of a file's contents (fd read from offset 0).
  * Returns 0 and the size, or -errno. */
 int pp_hash_fd(int fd, uint8_t out[PP_HASH_LEN], uint64_t *ret_size);

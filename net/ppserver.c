@@ -595,33 +595,17 @@ static void on_tick(void *ctx)
 /* ---------------------------------------------------------------- */
 
 
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+/* Wall-clock ms for discovery's time window: pp_wall_ms (msg.c). */
+static uint64_t wall_ms(void) { return pp_wall_ms(); }
 
-/* Numeric ip:port into ss.  Returns 0 or -EINVAL. */
+/* Numeric ip:port into ss (pp_net_addr).  Returns 0 or -EINVAL. */
 static int disc_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss,
                      socklen_t *len)
 {
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, ip, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof(*a4);
-        return 0;
-    }
-    if (inet_pton(AF_INET6, ip, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof(*a6);
-        return 0;
-    }
-    return -EINVAL;
+    unsigned l = 0;
+    int r = pp_net_addr(ip, port, ss, &l);
+    *len = (socklen_t)l;
+    return r;
 }
 
 /* A datagram we do not answer: say so in debug mode, once a second at most. */
