@@ -37,7 +37,7 @@
  * datagram's source address and the payload's port; one not known yet
  * is added as if listed (add_node), within pp_disc_limit_allow, and the
  * TCP handshake authenticates it as any other.  Jobs wait for a node
- * meanwhile (node_wait_ms counts only once some node is known).
+ * meanwhile, node_wait_ms at most, as when every listed node is down.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -166,6 +166,8 @@ struct pp_net {
     uint64_t exe_size;
     int exe_err;
     uint64_t no_capacity_since;
+    struct pp_cons drain;         /* check_capacity's consumer when no node exists */
+    bool drain_ready;
     unsigned retries, timeout_ms, wait_ms;
 };
 
@@ -940,7 +942,11 @@ static void check_capacity(struct pp_net *net, uint64_t now)
         up |= net->nodes[i]->phase == PH_UP;
         all_refused &= net->nodes[i]->refused;
     }
-    if (up || pp_load_relaxed(&s->target) > 0 || !pp_ring_count(s->ring) || !net->nseen) {
+    /* With nodes listed by hand, or found: the wait counts from the moment
+     * none of them could take a job.  With only discovery ("*") and no
+     * node found yet, it counts as well: nothing waits forever. */
+    if (up || pp_load_relaxed(&s->target) > 0 || !pp_ring_count(s->ring) ||
+        (!net->nseen && !net->disc)) {
         net->no_capacity_since = 0;
         return;
     }
@@ -950,9 +956,25 @@ static void check_capacity(struct pp_net *net, uint64_t now)
     }
     if (now - net->no_capacity_since < net->wait_ms)
         return;
-    struct node *n = net->nodes[0];
+    /* A consumer to take the queued tokens with: the first node's, or the
+     * slot after the last node's when discovery has found none. */
+    struct pp_cons *kc;
+    if (net->nseen) {
+        kc = &net->nodes[0]->k;
+    } else {
+        if (!net->drain_ready) {
+            struct pp_shared *sh = s->sh;
+            uint32_t slot = PP_NODE_SLOT0 + PP_MAX_NODES - 1;
+            pp__cons_reset(s, slot);
+            pp__cons_init(&net->drain, sh, (char *)sh, slot);
+            pp_store_release(&sh->nodes_used, PP_MAX_NODES); /* the engine drains it */
+            net->drain_ready = true;
+        }
+        kc = &net->drain;
+    }
     char msg[PP_ERRMSG_MAX];
-    int k = snprintf(msg, sizeof(msg), "no local worker and no node can run the job:");
+    int k = snprintf(msg, sizeof(msg), "no local worker and no node can run the job:%s",
+                     net->nseen ? "" : " discovery found no node");
     for (unsigned i = 0; i < net->nseen && k < (int)sizeof(msg); i++) {
         pthread_mutex_lock(&net->lock);
         k += snprintf(msg + k, sizeof(msg) - (size_t)k, " %s: %s;", net->nodes[i]->name,
@@ -961,8 +983,8 @@ static void check_capacity(struct pp_net *net, uint64_t now)
     }
     uint64_t tok;
     struct pp_rec *r;
-    while ((r = pp__cons_take(&n->k, &tok)) != NULL) {
-        pp_ring_claim_done(&n->k.c->claim);
+    while ((r = pp__cons_take(kc, &tok)) != NULL) {
+        pp_ring_claim_done(&kc->c->claim);
         r->res_len = 0;
         r->res_where = PP_RES_TINY;
         r->status = all_refused ? -EACCES : -EHOSTUNREACH;
@@ -970,8 +992,8 @@ static void check_capacity(struct pp_net *net, uint64_t now)
         memcpy(r->err, msg, ml);
         r->err[ml] = '\0';
         r->err_len = (uint32_t)ml;
-        pp__cons_prepare(&n->k, r, tok);
-        pp__cons_complete(&n->k, r, tok);
+        pp__cons_prepare(kc, r, tok);
+        pp__cons_complete(kc, r, tok);
     }
 }
 

@@ -1385,6 +1385,30 @@ TEST_P(Remote, DiscoveryDropsGarbage)
     EXPECT_EQ(a.stop(), 0) << a.logs();
 }
 
+// Discovery that finds nothing: jobs fail after node_wait_ms, they do
+// not wait forever.
+TEST_P(Remote, DiscoveryFindingNothingFailsAfterTheWait)
+{
+    Node a; // listens, but without -a: it never answers
+    ASSERT_TRUE(a.start(secret, 1));
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(a.port) }, 0, "", 1000);
+    ASSERT_NE(srv, nullptr);
+    uint64_t x = 3;
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv, remote_square, &x, 8, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 15000), 0);
+    const void *d;
+    size_t len;
+    EXPECT_EQ(pp_task_result(t, &d, &len), -EHOSTUNREACH);
+    EXPECT_NE(std::string(pp_task_error(t)).find("discovery found no node"), std::string::npos)
+        << pp_task_error(t);
+    pp_task_release(t);
+    pp_server_destroy(srv);
+    bcast = nullptr;
+    EXPECT_EQ(a.stop(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                              return std::string(i.param[0] ? "epoll" : "io_uring");
