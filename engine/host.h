@@ -111,7 +111,9 @@ struct pp_server {
     _Atomic uint64_t spin_ns;    /* host waiters' adaptive budget */
     _Atomic uint64_t deaths;
     _Atomic uint64_t started_workers;
-    struct pp_net *net;          /* remote nodes (net.c), NULL if none */
+    /* Remote nodes (net.c), NULL if none.  Atomic: pp_connect may create
+     * it while other threads submit (they only test it for NULL). */
+    struct pp_net *_Atomic net;
 };
 
 static inline struct pp_task *pp__task_of(struct pp_server *s, uint32_t idx)

@@ -1370,8 +1370,9 @@ static int net_create(struct pp_server *s)
     /* The program the nodes will run as their session agent. */
     net->exe_err = hash_file("/proc/self/exe", net->exe_hash, &net->exe_size);
     pthread_mutex_init(&net->lock, NULL);
-    s->net = net;
-    s->sh->has_nodes = 1;
+    pp_store_relaxed(&s->sh->has_nodes, 1);
+    /* Release: a thread that sees the pointer sees the struct whole. */
+    atomic_store_explicit(&s->net, net, memory_order_release);
     return 0;
 }
 

@@ -77,7 +77,7 @@ struct pp_shared {
     pp_cacheline_aligned _Atomic uint64_t sleeping[PP_MAX_WORKERS / 64];
     _Atomic uint64_t live[PP_MAX_WORKERS / 64]; /* set by the engine */
     _Atomic uint32_t deferred;    /* a job waits for a busy worker (wake.c) */
-    uint32_t has_nodes;           /* set once, before the net thread starts */
+    _Atomic uint32_t has_nodes;   /* set once, when the first node is configured */
     pp_cacheline_aligned struct pp_event space; /* blocked submitters */
     pp_cacheline_aligned _Atomic uint32_t engine_sleeping;
     _Atomic uint32_t overflow_waiting; /* 1 = jobs wait in overflow,

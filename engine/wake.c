@@ -138,7 +138,7 @@ bool pp__wake_for_jobs(struct pp_shared *sh, unsigned n, int cpu)
      * change with every job a spinner takes and are read only when
      * someone sleeps. */
     if (pp_likely(!anyone_sleeping(sh)))
-        return pp_likely(!sh->has_nodes) || anyone_spinning(sh);
+        return pp_likely(!pp_load_relaxed(&sh->has_nodes)) || anyone_spinning(sh);
     if (anyone_spinning(sh))
         return true;
     unsigned woke = 0;

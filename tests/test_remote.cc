@@ -1409,6 +1409,48 @@ TEST_P(Remote, DiscoveryFindingNothingFailsAfterTheWait)
     EXPECT_EQ(a.stop(), 0);
 }
 
+// pp_connect on a server that had no node, while another thread submits
+// (the first node creates the net thread under running submitters).
+TEST_P(Remote, FirstNodeAddedWhileSubmitting)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1));
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 1;
+    cfg.secret = secret.c_str();
+    pp_server *srv = nullptr;
+    ASSERT_EQ(pp_server_new(&cfg, &srv), 0);
+    std::atomic<bool> stop{ false };
+    std::atomic<int> bad{ 0 };
+    std::thread sub([&] {
+        uint64_t i = 0;
+        while (!stop) {
+            pp_task *t;
+            uint64_t x = i++;
+            if (pp_submit(srv, remote_sleep_square, &x, 8, nullptr, &t) != 0) {
+                bad++;
+                break;
+            }
+            const void *d;
+            size_t len;
+            if (pp_task_wait(t, 20000) != 0 || pp_task_result(t, &d, &len) != 0 ||
+                *(const uint64_t *)d != x * x + 1)
+                bad++;
+            pp_task_release(t);
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(pp_connect(srv, a.name().c_str()), 0);
+    EXPECT_TRUE(wait_up(srv, 1)) << node_errors(srv);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    stop = true;
+    sub.join();
+    EXPECT_EQ(bad.load(), 0);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                              return std::string(i.param[0] ? "epoll" : "io_uring");
