@@ -102,9 +102,12 @@ struct node {
     int last_error;
     char error[PP_ERRMSG_MAX];
     unsigned workers;
-    uint64_t jobs_done;
-    uint64_t time_ns;
-    uint64_t nfl;
+    /* Per job: counters written only by the net thread, read by any
+     * (relaxed; a reader that saw a job done, by an acquire of its state,
+     * sees the count raised before it was published). */
+    _Atomic uint64_t jobs_done;
+    _Atomic uint64_t time_ns;
+    _Atomic uint64_t nfl;
     /* the connection (net thread only) */
     int phase;
     struct pp_conn *conn;
@@ -246,9 +249,7 @@ static void flight_put(struct node *n, uint32_t i)
     n->fl[i].tok = 0;
     n->fl[i].next_free = n->fl_free;
     n->fl_free = i;
-    pthread_mutex_lock(&n->net->lock);
-    n->nfl--;
-    pthread_mutex_unlock(&n->net->lock);
+    pp_store_relaxed(&n->nfl, pp_load_relaxed(&n->nfl) - 1);
 }
 
 /* Writes status and message, then the record is published and handed on
@@ -265,6 +266,22 @@ static void finish(struct node *n, struct pp_rec *r, uint64_t tok, int status,
     }
     pp__cons_prepare(&n->k, r, tok);
     pp__cons_complete(&n->k, r, tok);
+}
+
+/* Fails a record consumer k owns with status and msg (as written, no
+ * node prefix: the message names what it is about), no result. */
+static void fail_record(struct pp_cons *k, struct pp_rec *r, uint64_t tok, int status,
+                        const char *msg)
+{
+    size_t ml = strnlen(msg, PP_ERRMSG_MAX - 1);
+    r->res_len = 0;
+    r->res_where = PP_RES_TINY;
+    r->status = status;
+    memcpy(r->err, msg, ml);
+    r->err[ml] = '\0';
+    r->err_len = (uint32_t)ml;
+    pp__cons_prepare(k, r, tok);
+    pp__cons_complete(k, r, tok);
 }
 
 /* Places len result bytes: the record's own lines or a page-heap block
@@ -310,6 +327,13 @@ static int hash_file(const char *path, uint8_t h[PP_HASH_LEN], uint64_t *size)
     if (fd >= 0)
         close(fd);
     return r;
+}
+
+/* The file of module m: the main program is read through /proc. */
+static const char *module_path(struct pp_net *net, uint32_t m)
+{
+    const struct pp_module *mod = &net->s->sh->modules[m];
+    return mod->is_main ? "/proc/self/exe" : mod->path;
 }
 
 static int module_hash(struct pp_net *net, uint32_t m)
@@ -388,9 +412,7 @@ static int send_code(struct node *n, uint64_t reqid, uint32_t m, const uint8_t *
     if (m >= pp_load_acquire(&net->s->sh->nmodules) || module_hash(net, m) < 0 ||
         memcmp(want, net->mod_hash[m], PP_HASH_LEN) != 0)
         return -EPROTO;
-    struct pp_module *mod = &net->s->sh->modules[m];
-    return send_file(n, reqid, mod->is_main ? "/proc/self/exe" : mod->path, net->mod_size[m],
-                     want);
+    return send_file(n, reqid, module_path(net, m), net->mod_size[m], want);
 }
 
 static const void *arg_of(struct pp_net *net, struct pp_rec *r)
@@ -510,7 +532,7 @@ static bool local_first_allows(struct pp_net *net)
 static void dispatch_node(struct node *n)
 {
     struct pp_net *net = n->net;
-    while (n->nfl < n->window && pp_chan_pending(&n->ch) < INFLIGHT_BYTES &&
+    while (pp_load_relaxed(&n->nfl) < n->window && pp_chan_pending(&n->ch) < INFLIGHT_BYTES &&
            pp_ring_count(n->k.ring) && local_first_allows(net) && flight_room(n)) {
         uint64_t tok;
         struct pp_rec *r = pp__cons_take(&n->k, &tok);
@@ -523,9 +545,7 @@ static void dispatch_node(struct node *n)
         n->fl_free = n->fl[fi].next_free;
         n->fl[fi].tok = tok;
         n->fl[fi].sent_ns = pp_now_ns();
-        pthread_mutex_lock(&net->lock);
-        n->nfl++;
-        pthread_mutex_unlock(&net->lock);
+        pp_store_relaxed(&n->nfl, pp_load_relaxed(&n->nfl) + 1);
         int e = send_job(n, fi, r);
         if (e < 0) {
             char msg[128];
@@ -554,10 +574,8 @@ static void dispatch(struct pp_net *net)
 static void account(struct node *n, uint32_t fi)
 {
     uint64_t dt = pp_now_ns() - n->fl[fi].sent_ns;
-    pthread_mutex_lock(&n->net->lock);
-    n->jobs_done++;
-    n->time_ns += dt;
-    pthread_mutex_unlock(&n->net->lock);
+    pp_store_relaxed(&n->jobs_done, pp_load_relaxed(&n->jobs_done) + 1);
+    pp_store_relaxed(&n->time_ns, pp_load_relaxed(&n->time_ns) + dt);
 }
 
 static int on_result(struct node *n, const struct pp_wire_frame *f)
@@ -748,7 +766,7 @@ static int on_frame(void *ctx, const struct pp_wire_frame *f)
         unsigned workers = pp_wire_get_u32(f->body);
         n->window = (workers ? workers : 1) * DEPTH_START;
         n->rate = 0;
-        n->rate_done = n->jobs_done;
+        n->rate_done = pp_load_relaxed(&n->jobs_done);
         memset(n->declared, 0, sizeof(n->declared));
         n->phase = PH_UP;
         n->backoff = 0;
@@ -899,15 +917,7 @@ static void node_down(struct node *n, int err, const char *why, bool crashed)
                                   msg[k - 1] == '(' ? "" : ", ", net->nodes[j]->name);
             if (k < (int)sizeof(msg) - 2)
                 snprintf(msg + k, sizeof(msg) - (size_t)k, ")");
-            r->res_len = 0;
-            r->res_where = PP_RES_TINY;
-            r->status = -ECHILD;
-            size_t ml = strnlen(msg, PP_ERRMSG_MAX - 1);
-            memcpy(r->err, msg, ml);
-            r->err[ml] = '\0';
-            r->err_len = (uint32_t)ml;
-            pp__cons_prepare(&n->k, r, tok);
-            pp__cons_complete(&n->k, r, tok);
+            fail_record(&n->k, r, tok, -ECHILD, msg);
         } else {
             requeue(n, r, tok);
         }
@@ -985,15 +995,7 @@ static void check_capacity(struct pp_net *net, uint64_t now)
     struct pp_rec *r;
     while ((r = pp__cons_take(kc, &tok)) != NULL) {
         pp_ring_claim_done(&kc->c->claim);
-        r->res_len = 0;
-        r->res_where = PP_RES_TINY;
-        r->status = all_refused ? -EACCES : -EHOSTUNREACH;
-        size_t ml = strnlen(msg, PP_ERRMSG_MAX - 1);
-        memcpy(r->err, msg, ml);
-        r->err[ml] = '\0';
-        r->err_len = (uint32_t)ml;
-        pp__cons_prepare(kc, r, tok);
-        pp__cons_complete(kc, r, tok);
+        fail_record(kc, r, tok, all_refused ? -EACCES : -EHOSTUNREACH, msg);
     }
 }
 
@@ -1025,9 +1027,9 @@ static void on_tick(void *ctx)
         }
         if (n->phase == PH_UP) {
             /* The window (see DEPTH_*): a busy node's rate over the tick. */
-            uint64_t d = n->jobs_done - n->rate_done;
-            n->rate_done = n->jobs_done;
-            if (n->nfl || d) {
+            uint64_t done = pp_load_relaxed(&n->jobs_done), d = done - n->rate_done;
+            n->rate_done = done;
+            if (pp_load_relaxed(&n->nfl) || d) {
                 double r = (double)d / NET_TICK_MS;
                 n->rate = n->rate > 0 ? 0.5 * n->rate + 0.5 * r : r;
                 unsigned w = n->workers ? n->workers : 1;
@@ -1067,8 +1069,6 @@ static void adopt_new_nodes(struct pp_net *net)
 
 static int add_node(struct pp_net *net, const char *hp);
 
-/* Wall-clock ms for discovery's time window: pp_wall_ms (msg.c). */
-static uint64_t wall_ms(void) { return pp_wall_ms(); }
 
 /* "*" or "*:port": where queries go, and the discovery states. */
 static int disc_create(struct pp_net *net, uint16_t port)
@@ -1080,9 +1080,7 @@ static int disc_create(struct pp_net *net, uint16_t port)
     if (!d)
         return -ENOMEM;
     d->fd = -1;
-    unsigned dl = 0;
-    int r = pp_net_addr(b, port, &d->dst, &dl); /* broadcast must be numeric */
-    d->dst_len = (socklen_t)dl;
+    int r = pp_net_addr(b, port, &d->dst, &d->dst_len); /* broadcast must be numeric */
     if (r == 0)
         r = pp_disc_key_init(&d->key, &net->psk);
     if (r == 0)
@@ -1105,7 +1103,7 @@ static void disc_query(struct pp_net *net)
     uint8_t q[PP_DISC_QUERY_LEN];
     size_t len = 0;
     d->sent++;
-    if (pp_disc_query_build(&d->key, &d->c, wall_ms(), q, sizeof(q), &len) == 0)
+    if (pp_disc_query_build(&d->key, &d->c, pp_wall_ms(), q, sizeof(q), &len) == 0)
         (void)sendto(d->fd, q, len, MSG_DONTWAIT | MSG_NOSIGNAL,
                      (const struct sockaddr *)&d->dst, d->dst_len); /* lost: the next round */
 }
@@ -1167,9 +1165,9 @@ static void disc_readable(void *ctx)
             continue;
         int t = pp_disc_type(in, (size_t)n), r = -EPROTO;
         if (t == PP_DISC_ANSWER)
-            r = pp_disc_answer_check(&d->key, &d->c, in, (size_t)n, wall_ms(), &f);
+            r = pp_disc_answer_check(&d->key, &d->c, in, (size_t)n, pp_wall_ms(), &f);
         else if (t == PP_DISC_BEACON)
-            r = pp_disc_beacon_check(&d->key, &d->c, in, (size_t)n, wall_ms(), &f);
+            r = pp_disc_beacon_check(&d->key, &d->c, in, (size_t)n, pp_wall_ms(), &f);
         if (r == 0 && pp_disc_target(&src, slen, f.port, &to) == 0)
             disc_found(net, &to);
     }
@@ -1251,7 +1249,8 @@ static void *net_main(void *arg)
         int timeout = -1;
         if (pp_ring_count(s->ring) && local_first_allows(net)) {
             for (unsigned i = 0; i < net->nseen; i++)
-                if (net->nodes[i]->phase == PH_UP && net->nodes[i]->nfl < net->nodes[i]->window)
+                if (net->nodes[i]->phase == PH_UP &&
+                    pp_load_relaxed(&net->nodes[i]->nfl) < net->nodes[i]->window)
                     timeout = 0;
         }
         if (timeout == 0)
@@ -1511,8 +1510,8 @@ PP_EXPORT int pp_get_active_nodes(pp_server *s, struct pp_node_info *out, unsign
         o->state = nd->state;
         o->last_error = nd->last_error;
         snprintf(o->error, sizeof(o->error), "%s", nd->error);
-        o->jobs_done = nd->jobs_done;
-        o->in_flight = nd->nfl;
+        o->jobs_done = pp_load_relaxed(&nd->jobs_done);
+        o->in_flight = pp_load_relaxed(&nd->nfl);
     }
     pthread_mutex_unlock(&net->lock);
     return (int)n;
@@ -1528,10 +1527,10 @@ void pp__net_stats(struct pp_server *s, struct pp_stats *st)
         struct node *nd = net->nodes[i];
         struct pp_node_stats *row = &st->nodes[st->nnodes++];
         snprintf(row->name, sizeof(row->name), "%s", nd->name);
-        row->njobs = nd->jobs_done;
-        row->time_sum_s = (double)nd->time_ns / 1e9;
+        row->njobs = pp_load_relaxed(&nd->jobs_done);
+        row->time_sum_s = (double)pp_load_relaxed(&nd->time_ns) / 1e9;
         row->ncpus = (int)nd->workers;
-        st->njobs += nd->jobs_done;
+        st->njobs += row->njobs;
     }
     pthread_mutex_unlock(&net->lock);
 }

@@ -677,16 +677,6 @@ uint64_t pp_loop_now_ms(const struct pp_loop *l)
 
 /****  Public: listeners  ****/
 
-/* Numeric address only: pp_net_addr (msg.c).  Returns 0, or -EINVAL. */
-static int parse_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss,
-                      socklen_t *len)
-{
-    unsigned l = 0;
-    int r = pp_net_addr(ip, port, ss, &l);
-    *len = (socklen_t)l;
-    return r;
-}
-
 int pp_loop_listen(struct pp_loop *l, const char *ip, uint16_t port, int backlog,
                    pp_loop_accept_fn on_accept, void *ctx, struct pp_listener **ret)
 {
@@ -697,7 +687,7 @@ int pp_loop_listen(struct pp_loop *l, const char *ip, uint16_t port, int backlog
         return -EINVAL;
     if (l->freeing)
         return -ESHUTDOWN;
-    if (parse_addr(ip ? ip : "127.0.0.1", port, &ss, &len) < 0)
+    if (pp_net_addr(ip ? ip : "127.0.0.1", port, &ss, &len) < 0)
         return -EINVAL;
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -856,7 +846,7 @@ static int gai_errno(int e)
 static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
                    socklen_t *len)
 {
-    if (parse_addr(host, port, ss, len) == 0)
+    if (pp_net_addr(host, port, ss, len) == 0)
         return 0;
     struct addrinfo hints, *res;
     char serv[8];

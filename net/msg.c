@@ -55,18 +55,27 @@ int pp_host_info_compatible(const struct pp_host_info *from, const struct pp_hos
     return 0;
 }
 
+/* Module hashes are BLAKE2b-256 of a domain label and the file: the same
+ * start for a whole file (pp_hash_fd) and one that arrives in pieces
+ * (pp_code_rx). */
+static const char module_label[] = "pp-v1 module";
+
+static void module_hash_begin(crypto_generichash_state *st)
+{
+    crypto_generichash_init(st, NULL, 0, PP_HASH_LEN);
+    crypto_generichash_update(st, (const unsigned char *)module_label, sizeof(module_label) - 1);
+}
+
 int pp_hash_fd(int fd, uint8_t out[PP_HASH_LEN], uint64_t *ret_size)
 {
     crypto_generichash_state st;
-    static const char label[] = "pp-v1 module";
     uint8_t buf[1 << 16];
     uint64_t size = 0;
     off_t off = 0;
 
     if (sodium_init() < 0)
         return -ENOSYS;
-    crypto_generichash_init(&st, NULL, 0, PP_HASH_LEN);
-    crypto_generichash_update(&st, (const unsigned char *)label, sizeof(label) - 1);
+    module_hash_begin(&st);
     for (;;) {
         ssize_t n = pread(fd, buf, sizeof(buf), off);
         if (n < 0 && errno == EINTR)
@@ -96,7 +105,6 @@ void pp_hash_hex(const uint8_t h[PP_HASH_LEN], char *out)
 
 /* ---- the code cache ---- */
 
-static const char module_label[] = "pp-v1 module";
 
 void pp_cache_path(char *out, size_t n, const char *dir, const char *kind,
                    const uint8_t hash[PP_HASH_LEN])
@@ -130,9 +138,7 @@ int pp_code_rx_begin(struct pp_code_rx *c, const char *dir, const char *kind,
     c->fd = open(c->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (c->fd < 0)
         return -errno;
-    crypto_generichash_init(&c->hst, NULL, 0, PP_HASH_LEN);
-    crypto_generichash_update(&c->hst, (const unsigned char *)module_label,
-                              sizeof(module_label) - 1);
+    module_hash_begin(&c->hst);
     return 0;
 }
 
@@ -183,7 +189,7 @@ void pp_code_rx_abort(struct pp_code_rx *c)
 
 /* ---- addresses and clocks ---- */
 
-int pp_net_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, unsigned *len)
+int pp_net_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
 {
     struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
     struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;

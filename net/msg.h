@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <sodium.h>
 
@@ -145,8 +146,7 @@ int pp_host_info_compatible(const struct pp_host_info *from, const struct pp_hos
 
 /* A numeric IPv4 or IPv6 address and a port into *ss (*len its size).
  * Returns 0, or -EINVAL for anything but a numeric address. */
-struct sockaddr_storage;
-int pp_net_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, unsigned *len);
+int pp_net_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len);
 /* Wall-clock milliseconds (CLOCK_REALTIME): discovery's time window. */
 uint64_t pp_wall_ms(void);
 

@@ -594,20 +594,6 @@ static void on_tick(void *ctx)
 /* Discovery (-a): disc.h                                             */
 /* ---------------------------------------------------------------- */
 
-
-/* Wall-clock ms for discovery's time window: pp_wall_ms (msg.c). */
-static uint64_t wall_ms(void) { return pp_wall_ms(); }
-
-/* Numeric ip:port into ss (pp_net_addr).  Returns 0 or -EINVAL. */
-static int disc_addr(const char *ip, uint16_t port, struct sockaddr_storage *ss,
-                     socklen_t *len)
-{
-    unsigned l = 0;
-    int r = pp_net_addr(ip, port, ss, &l);
-    *len = (socklen_t)l;
-    return r;
-}
-
 /* A datagram we do not answer: say so in debug mode, once a second at most. */
 static void disc_drop(const char *why, int err)
 {
@@ -648,7 +634,7 @@ static void disc_readable(void *ctx)
             continue; /* answers and beacons are for clients */
         }
         size_t olen = 0;
-        int r = pp_disc_answer_build(&disc.key, &disc.node, in, len, wall_ms(), disc.port,
+        int r = pp_disc_answer_build(&disc.key, &disc.node, in, len, pp_wall_ms(), disc.port,
                                      disc.workers, out, sizeof(out), &olen);
         if (r < 0) {
             disc_drop(r == -ETIME ? "query outside the clock window (check NTP)"
@@ -667,7 +653,7 @@ static void disc_beacon(uint64_t now)
     if (disc.fd < 0 || !disc.bcast.ss_family || now < disc.next_beacon)
         return;
     disc.next_beacon = now + BEACON_MS;
-    if (pp_disc_beacon_build(&disc.key, &disc.node, wall_ms(), disc.port, disc.workers, out,
+    if (pp_disc_beacon_build(&disc.key, &disc.node, pp_wall_ms(), disc.port, disc.workers, out,
                              sizeof(out), &olen) == 0 &&
         sendto(disc.fd, out, olen, MSG_DONTWAIT, (struct sockaddr *)&disc.bcast,
                disc.bcast_len) < 0)
@@ -687,12 +673,12 @@ static int disc_start(void)
     disc.port = pp_listener_port(lst);
     disc.workers = conf.workers > 0 ? (uint32_t)conf.workers : 0;
     if (conf.broadcast[0]) {
-        if (disc_addr(conf.broadcast, disc.port, &disc.bcast, &disc.bcast_len) < 0) {
+        if (pp_net_addr(conf.broadcast, disc.port, &disc.bcast, &disc.bcast_len) < 0) {
             plog("-b %s: not a numeric address", conf.broadcast);
             return -1;
         }
-        disc_addr(disc.bcast.ss_family == AF_INET ? "0.0.0.0" : "::", disc.port, &ss, &len);
-    } else if (disc_addr(conf.interface, disc.port, &ss, &len) < 0) {
+        pp_net_addr(disc.bcast.ss_family == AF_INET ? "0.0.0.0" : "::", disc.port, &ss, &len);
+    } else if (pp_net_addr(conf.interface, disc.port, &ss, &len) < 0) {
         plog("-a: -i %s is not a numeric address", conf.interface);
         return -1;
     }
