@@ -14,6 +14,15 @@
 
 /* Fresh servers a row may be measured across (overhead "default"). */
 #define BENCH_MAX_SERVERS 16
+/* Running nodes --nodes may name (remote-overhead). */
+#define BENCH_MAX_NODES 16
+
+/* One node of a remote-overhead --nodes row: the jobs it ran. */
+struct bench_node_jobs {
+    char name[PP_NODE_NAME_MAX]; /* "host:port" */
+    unsigned workers;            /* as the node reported them */
+    uint64_t jobs;               /* jobs it finished in the row's best round */
+};
 
 /*
  * One line of output.  NaN = not meaningful (printed as null).  A
@@ -44,6 +53,11 @@ struct bench_result {
     int servers;
     double server_ns[BENCH_MAX_SERVERS];
     double worst_ns, median_ns, best_ns;
+    /* remote-overhead --nodes: the row's nodes and the jobs each ran;
+     * on an "N nodes" row, its jobs_per_s over the "1 node" row's. */
+    int nnodes;
+    struct bench_node_jobs nodes[BENCH_MAX_NODES];
+    double throughput_ratio;
     char version[96];
     char skipped[200]; /* "" = measured; else why the row was not */
 };
@@ -57,6 +71,11 @@ struct bench_opts {
     bool peers;           /* run the peers too */
     const char *plot_dir; /* NULL = no plots */
     const char *self_dir; /* where ppbench lives (peers/ is next to it) */
+    /* --nodes: running ppservers ("host:port", NULL-terminated), which
+     * remote-overhead measures instead of starting its own; NULL = none */
+    const char *const *nodes;
+    unsigned nnodes;
+    const char *secret_file; /* --secret-file: their secret */
 };
 
 /* A workload as ppbench runs it: pp's rows, then its peers'. */
@@ -66,7 +85,8 @@ struct bench_workload {
 };
 
 /* The remote workloads (remote.c): pp with one ppserver node on
- * loopback, and peers over loopback TCP. */
+ * loopback, and peers over loopback TCP; remote-overhead also against
+ * running nodes (--nodes). */
 extern const struct bench_workload bench_remote_workloads[];
 extern const size_t bench_remote_nworkloads;
 

@@ -6,9 +6,12 @@
  *           remote-overhead|remote-latency|remote-payload|remote-cache|all
  *           [--workers N] [--jobs N] [--busy-poll] [--json] [--quick]
  *           [--no-peers] [--plot DIR]
+ *   ppbench remote-overhead --nodes HOST:PORT[,...] --secret-file FILE [...]
  *
  * The remote-* workloads (remote.c) run pp against a ppserver node on
- * loopback; without one their pp rows say why they were skipped.
+ * loopback; without one their pp rows say why they were skipped.  With
+ * --nodes, remote-overhead starts no ppserver and measures the running
+ * nodes given (the first alone, then all); no other workload takes it.
  *
  * Without --json it prints one table per workload with each peer's ratio
  * to pp; with --json one object per measurement and line, every line with
@@ -21,12 +24,14 @@
 #include "bench.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -127,6 +132,8 @@ void bench_result_init(struct bench_result *r, const char *workload,
     for (int k = 0; k < BENCH_MAX_SERVERS; k++)
         r->server_ns[k] = NAN;
     r->worst_ns = r->median_ns = r->best_ns = NAN;
+    r->nnodes = 0;
+    r->throughput_ratio = NAN;
 }
 
 /* ---------------------------------------------------------------- */
@@ -198,6 +205,19 @@ static void emit_json(FILE *f, const struct bench_result *r)
     json_num(f, "worst_ns", r->worst_ns);
     json_num(f, "median_ns", r->median_ns);
     json_num(f, "best_ns", r->best_ns);
+    json_num(f, "throughput_ratio", r->throughput_ratio);
+    if (r->nnodes > 0) {
+        fputs(",\"nodes\":[", f);
+        for (int k = 0; k < r->nnodes; k++) {
+            fputs(k ? ",{" : "{", f);
+            json_str(f, "name", r->nodes[k].name, true);
+            fprintf(f, ",\"workers\":%u,\"jobs\":%llu}", r->nodes[k].workers,
+                    (unsigned long long)r->nodes[k].jobs);
+        }
+        fputc(']', f);
+    } else {
+        fputs(",\"nodes\":null", f);
+    }
     json_str(f, "machine", bench_machine(), false);
     json_str(f, "version", r->version, false);
     if (r->skipped[0])
@@ -224,12 +244,14 @@ static bool result_ok(const struct bench_result *r)
               figure_ok(r->jobs_per_s) && figure_ok(r->p50_ns) && figure_ok(r->p99_ns) &&
               figure_ok(r->p999_ns) && figure_ok(r->gbps) && figure_ok(r->first_call_ns) &&
               figure_ok(r->repeat_call_ns) && figure_ok(r->efficiency) &&
-              figure_ok(r->worst_ns) && figure_ok(r->median_ns) && figure_ok(r->best_ns);
+              figure_ok(r->worst_ns) && figure_ok(r->median_ns) && figure_ok(r->best_ns) &&
+              figure_ok(r->throughput_ratio);
     for (int k = 0; k < PEER_NPCT; k++)
         ok &= figure_ok(r->pct_ns[k]);
     for (int k = 0; k < r->servers && k < BENCH_MAX_SERVERS; k++)
         ok &= figure_ok(r->server_ns[k]);
-    return ok && r->servers >= 0 && r->servers <= BENCH_MAX_SERVERS;
+    return ok && r->servers >= 0 && r->servers <= BENCH_MAX_SERVERS && r->nnodes >= 0 &&
+           r->nnodes <= BENCH_MAX_NODES;
 }
 
 void bench_emit(const struct bench_opts *o, const struct bench_result *r)
@@ -385,6 +407,20 @@ static void print_table(const char *workload)
         }
         printf("; the row is the worst: %s (median %s, best %s)\n", w, m, b);
     }
+    /* Rows measured on running nodes (--nodes): the jobs each ran, and
+     * the all-nodes rows' throughput over the 1-node rows'. */
+    for (size_t i = 0; i < nresults; i++) {
+        const struct bench_result *r = &results[i];
+        if (strcmp(r->workload, workload) || r->nnodes <= 0)
+            continue;
+        printf("%s %s: jobs per node (best round):", r->system, r->variant);
+        for (int k = 0; k < r->nnodes; k++)
+            printf("%s %s %llu (%u wrk)", k ? "," : "", r->nodes[k].name,
+                   (unsigned long long)r->nodes[k].jobs, r->nodes[k].workers);
+        if (!isnan(r->throughput_ratio))
+            printf("; throughput %.2fx the 1-node row", r->throughput_ratio);
+        putchar('\n');
+    }
 }
 
 /* ---------------------------------------------------------------- */
@@ -526,7 +562,89 @@ static void usage(FILE *f)
             "  --json        one JSON object per measurement on stdout\n"
             "  --quick       small sizes (all --quick runs in under a minute)\n"
             "  --no-peers    measure pp only\n"
-            "  --plot DIR    write PNG plots (gnuplot) into DIR\n");
+            "  --plot DIR    write PNG plots (gnuplot) into DIR\n"
+            "  --nodes HOST:PORT[,HOST:PORT...]\n"
+            "                remote-overhead only: measure these running ppservers\n"
+            "                (none is started): the first alone, then all of them,\n"
+            "                with the all/1 throughput ratio and the jobs per node;\n"
+            "                at most %d nodes; no peers, no balance row, no --workers\n"
+            "  --secret-file FILE\n"
+            "                the nodes' secret (required with --nodes); FILE must be\n"
+            "                a regular file of yours that only you may read (0600)\n",
+            BENCH_MAX_NODES);
+}
+
+/* --nodes: "host:port[,host:port...]" into nodes[] (NULL-terminated).
+ * Returns the count, or 0 after saying what is wrong. */
+static unsigned parse_nodes(const char *arg, const char **nodes)
+{
+    static char buf[BENCH_MAX_NODES * PP_NODE_NAME_MAX];
+    unsigned k = 0;
+    char *save = NULL;
+
+    if (strlen(arg) >= sizeof(buf) || !arg[0] || arg[0] == ',' ||
+        arg[strlen(arg) - 1] == ',' || strstr(arg, ",,")) {
+        fprintf(stderr, "ppbench: --nodes %s: want host:port[,host:port...], at most %d\n",
+                arg, BENCH_MAX_NODES);
+        return 0;
+    }
+    snprintf(buf, sizeof(buf), "%s", arg);
+    for (char *e = strtok_r(buf, ",", &save); e; e = strtok_r(NULL, ",", &save)) {
+        const char *colon = strrchr(e, ':');
+        char *end;
+        unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+        if (!colon || colon == e || !colon[1] || *end || colon[1] == '-' ||
+            colon[1] == '+' || port == 0 || port > 65535 || strcspn(e, " \t") != strlen(e) ||
+            strlen(e) >= PP_NODE_NAME_MAX - 7 || (colon - e == 1 && e[0] == '*')) {
+            fprintf(stderr, "ppbench: --nodes: \"%s\": want host:port (port 1..65535, "
+                    "host not \"*\", at most %d characters)\n", e, PP_NODE_NAME_MAX - 8);
+            return 0;
+        }
+        for (unsigned i = 0; i < k; i++)
+            if (strcmp(nodes[i], e) == 0) {
+                fprintf(stderr, "ppbench: --nodes: %s is listed twice\n", e);
+                return 0;
+            }
+        if (k == BENCH_MAX_NODES) {
+            fprintf(stderr, "ppbench: --nodes: more than %d nodes\n", BENCH_MAX_NODES);
+            return 0;
+        }
+        nodes[k++] = e;
+    }
+    nodes[k] = NULL;
+    return k;
+}
+
+/* --secret-file must satisfy pp_config.secret_file (a regular file, not
+ * a symbolic link, owned by us, mode & 077 == 0): checked here so that a
+ * bad one is a usage error naming the file, not a failed pp_server_new.
+ * Returns true, or false after saying why. */
+static bool secret_file_ok(const char *path)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    bool ok = false;
+
+    if (fd < 0)
+        fprintf(stderr, "ppbench: --secret-file %s: %s\n", path,
+                errno == ELOOP ? "a symbolic link (name the file itself)" : strerror(errno));
+    else if (fstat(fd, &st) < 0)
+        fprintf(stderr, "ppbench: --secret-file %s: %s\n", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        fprintf(stderr, "ppbench: --secret-file %s: not a regular file\n", path);
+    else if (st.st_uid != geteuid())
+        fprintf(stderr, "ppbench: --secret-file %s: owned by uid %u, not you (uid %u)\n", path,
+                (unsigned)st.st_uid, (unsigned)geteuid());
+    else if (st.st_mode & 077)
+        fprintf(stderr, "ppbench: --secret-file %s: group or others may use it (mode %04o); "
+                "chmod 600 it\n", path, (unsigned)(st.st_mode & 07777));
+    else if (st.st_size == 0)
+        fprintf(stderr, "ppbench: --secret-file %s: is empty\n", path);
+    else
+        ok = true;
+    if (fd >= 0)
+        close(fd);
+    return ok;
 }
 
 int bench_plot(const char *dir, const struct bench_result *res, size_t n);
@@ -536,6 +654,7 @@ int main(int argc, char **argv)
     struct bench_opts o = { .peers = true };
     const char *which = NULL;
     static char self[4096];
+    static const char *nodes[BENCH_MAX_NODES + 1];
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -553,6 +672,14 @@ int main(int argc, char **argv)
             o.peers = false;
         else if (!strcmp(a, "--plot") && i + 1 < argc)
             o.plot_dir = argv[++i];
+        else if (!strcmp(a, "--nodes") && i + 1 < argc) {
+            if (!(o.nnodes = parse_nodes(argv[++i], nodes))) {
+                usage(stderr);
+                return 2;
+            }
+            o.nodes = nodes;
+        } else if (!strcmp(a, "--secret-file") && i + 1 < argc)
+            o.secret_file = argv[++i];
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
@@ -566,6 +693,24 @@ int main(int argc, char **argv)
     if (!which || o.workers < 0 || o.workers > PP_MAX_WORKERS) {
         usage(stderr);
         return 2;
+    }
+    if (o.nnodes || o.secret_file) {
+        const char *bad = NULL;
+        if (strcmp(which, "remote-overhead") != 0)
+            bad = "--nodes and --secret-file go with remote-overhead only";
+        else if (!o.nnodes)
+            bad = "--secret-file goes with --nodes";
+        else if (!o.secret_file)
+            bad = "--nodes needs --secret-file (the nodes' secret)";
+        else if (o.workers)
+            bad = "--workers does not apply with --nodes (each node's -w sets its workers)";
+        if (bad) {
+            fprintf(stderr, "ppbench: %s\n", bad);
+            usage(stderr);
+            return 2;
+        }
+        if (!secret_file_ok(o.secret_file))
+            return 2;
     }
     ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
     self[k > 0 ? k : 0] = '\0';

@@ -23,6 +23,12 @@
  * PR_SET_PDEATHSIG, it also ends when ppbench is killed.  Everything it
  * writes lives in one mkdtemp directory, removed afterwards.
  *
+ * With --nodes (remote-overhead only) no ppserver is started: the
+ * submit, template and window64 rows are measured on the running nodes
+ * given, the first alone and then all of them, each through a fresh
+ * client; the balance row and the peers' rows are skipped (see
+ * pp_remote_overhead_given).
+ *
  * Without a ppserver, or when the node does not come up, the pp rows are
  * lines with no figures and the reason in "skipped"; the first such
  * reason holds for the rest of the run, so a broken node costs one
@@ -500,6 +506,8 @@ static const char *state_name(enum pp_node_state s)
         return "down";
     case PP_NODE_REFUSED:
         return "refused";
+    case PP_NODE_GONE:
+        return "gone (discovered, then lost)";
     }
     return "in an unknown state";
 }
@@ -676,14 +684,44 @@ static double overhead_round(pp_server *s, pp_template *tpl, enum ovh_mode m, pp
     return el;
 }
 
-/* Best of reps rounds after a warm-up round of n/10 jobs, or -errno. */
+/* The jobs_done of the session's first k nodes into out.  Returns 0 or
+ * -errno (reported). */
+static int node_counts(pp_server *s, unsigned k, uint64_t *out)
+{
+    struct pp_node_info info[BENCH_MAX_NODES];
+    int got = pp_get_active_nodes(s, info, k);
+
+    if (got < (int)k) {
+        fprintf(stderr, "ppbench: remote-overhead: pp_get_active_nodes: %s\n",
+                got < 0 ? strerror(-got) : "a node is missing");
+        return got < 0 ? got : -EIO;
+    }
+    for (unsigned i = 0; i < k; i++)
+        out[i] = info[i].jobs_done;
+    return 0;
+}
+
+/* Best of reps rounds after a warm-up round of n/10 jobs, or -errno.
+ * With k > 0 (--nodes), best_jobs[0..k) gets the jobs each of the
+ * session's nodes ran in the best round (counted outside the timing). */
 static double overhead_best(pp_server *s, pp_template *tpl, enum ovh_mode m, pp_task **t,
-                            uint64_t n, int reps)
+                            uint64_t n, int reps, unsigned k, uint64_t *best_jobs)
 {
     double best = INFINITY, el = overhead_round(s, tpl, m, t, n / 10 > 0 ? n / 10 : 1);
+    uint64_t before[BENCH_MAX_NODES], after[BENCH_MAX_NODES];
 
-    for (int k = 0; k < reps && el >= 0; k++) {
+    for (int rep = 0; rep < reps && el >= 0; rep++) {
+        if (k > 0 && (el = node_counts(s, k, before)) < 0)
+            break;
         el = overhead_round(s, tpl, m, t, n);
+        if (el >= 0 && k > 0) {
+            int r = node_counts(s, k, after);
+            if (r < 0)
+                return r;
+            if (el < best)
+                for (unsigned i = 0; i < k; i++)
+                    best_jobs[i] = after[i] - before[i];
+        }
         best = el >= 0 && el < best ? el : best;
     }
     return el < 0 ? el : best;
@@ -711,7 +749,8 @@ static int pp_remote_overhead(const struct bench_opts *o, uint64_t n)
         fprintf(stderr, "ppbench: remote-overhead: pp_template_new: %s\n", strerror(-r));
     for (int m = 0; m < OVH_NMODES && r == 0; m++) {
         bench_progress("remote-overhead: pp %s, %llu jobs", ovh_names[m], (unsigned long long)n);
-        double best = overhead_best(rm.srv, tpl, (enum ovh_mode)m, t, n, o->quick ? 2 : 3);
+        double best =
+            overhead_best(rm.srv, tpl, (enum ovh_mode)m, t, n, o->quick ? 2 : 3, 0, NULL);
         if (best < 0) {
             r = (int)best;
             break;
@@ -815,6 +854,203 @@ static int balance_row(const struct bench_opts *o)
     node_stop(&node);
     env_free(&env);
     return r;
+}
+
+/* ================================================================ */
+/* remote-overhead --nodes: nodes that are already running          */
+/* ================================================================ */
+
+/*
+ * No ppserver is started.  Two fresh clients (ncpus = 0), one after the
+ * other: one on the first node of --nodes, one on all of them, each
+ * waiting (NODE_UP_MS at most) until pp_get_active_nodes shows all its
+ * nodes up.  Each runs the submit, template and window64 rounds above,
+ * with the same sizes; a row per mode and client ("submit, 1 node",
+ * "submit, 3 nodes"), the all-nodes rows with their throughput over the
+ * 1-node rows and, every row, the jobs each node ran in its best round.
+ * A node that does not come up is a failure (named, with its error), not
+ * a skipped row: the user asked for that node.
+ */
+
+/* The peers' remote-overhead rows (as peers.c runs them): skipped. */
+static const struct {
+    const char *system, *variant;
+} given_peers[] = {
+    { "tcp", "window64" },
+    { "zmq", "dealer-router" },
+    { "zmq", "push-pull" },
+    { "mpi", "tcp-window64" },
+};
+
+struct given {
+    const char *list[BENCH_MAX_NODES + 1]; /* the client's ppservers */
+    unsigned k;
+    pp_server *srv;
+    struct pp_node_info info[BENCH_MAX_NODES]; /* as they came up */
+};
+
+/* "down: cannot connect: Connection refused" for a node that is not up. */
+static void given_why(const struct pp_node_info *in, char *out, size_t len)
+{
+    const char *e = in->error[0] ? in->error : in->last_error ? strerror(-in->last_error) : "";
+
+    snprintf(out, len, "%s%s%s", state_name(in->state), e[0] ? ": " : " (no error reported)", e);
+}
+
+/* A client on the first k nodes of --nodes, all of them up.  Returns 0,
+ * or -errno after naming, on standard error, each node that did not
+ * come up with its error. */
+static int given_open(const struct bench_opts *o, struct given *g, unsigned k)
+{
+    struct pp_config c;
+    double end;
+    int got, r;
+
+    memset(g, 0, sizeof(*g));
+    g->k = k;
+    for (unsigned i = 0; i < k; i++)
+        g->list[i] = o->nodes[i];
+    pp_config_init(&c);
+    c.ncpus = 0;
+    c.busy_poll = o->busy_poll;
+    c.ppservers = g->list;
+    c.secret_file = o->secret_file;
+    c.node_wait_ms = NODE_UP_MS;
+    if ((r = pp_server_new(&c, &g->srv)) < 0) {
+        fprintf(stderr, "ppbench: remote-overhead: pp_server_new (ncpus 0, %u node%s, secret "
+                "file %s): %s\n", k, k == 1 ? "" : "s", o->secret_file, strerror(-r));
+        g->srv = NULL;
+        return r;
+    }
+    end = bench_now_ns() + NODE_UP_MS * 1e6;
+    for (;;) {
+        unsigned up = 0;
+        memset(g->info, 0, sizeof(g->info));
+        got = pp_get_active_nodes(g->srv, g->info, k);
+        if (got < 0) {
+            fprintf(stderr, "ppbench: remote-overhead: pp_get_active_nodes: %s\n",
+                    strerror(-got));
+            return got;
+        }
+        for (unsigned i = 0; i < k && i < (unsigned)got; i++)
+            up += g->info[i].state == PP_NODE_UP;
+        if (up == k)
+            break;
+        if (bench_now_ns() > end) {
+            for (unsigned i = 0; i < k; i++) {
+                char why[PP_ERRMSG_MAX + 48];
+                if (i >= (unsigned)got)
+                    snprintf(why, sizeof(why), "not among the client's nodes");
+                else if (g->info[i].state == PP_NODE_UP)
+                    continue;
+                else
+                    given_why(&g->info[i], why, sizeof(why));
+                fprintf(stderr, "ppbench: remote-overhead: node %s did not come up within "
+                        "%d s: %s\n", i < (unsigned)got ? g->info[i].name : g->list[i],
+                        NODE_UP_MS / 1000, why);
+            }
+            return -EHOSTUNREACH;
+        }
+        usleep(1000);
+    }
+    char msg[WHY_MAX];
+    if ((r = one_job(g->srv, 1, msg, sizeof(msg))) < 0)
+        fprintf(stderr, "ppbench: remote-overhead: first job through the node%s: %s\n",
+                k == 1 ? "" : "s", msg);
+    return r;
+}
+
+/* The pp rows of one client: a row per mode into rows[] (zeroed, and
+ * left so for a mode not measured), with the jobs each node ran in its
+ * best round.  Returns 0 or -errno (reported). */
+static int given_rows(const struct bench_opts *o, unsigned k, uint64_t n, pp_task **t,
+                      struct bench_result rows[OVH_NMODES])
+{
+    pp_template *tpl = NULL;
+    unsigned workers = 0;
+    struct given g;
+    int r = given_open(o, &g, k);
+
+    if (r == 0 && (r = pp_template_new(g.srv, job_trivial, NULL, &tpl)) < 0)
+        fprintf(stderr, "ppbench: remote-overhead: pp_template_new: %s\n", strerror(-r));
+    for (unsigned i = 0; i < k; i++)
+        workers += g.info[i].workers;
+    for (int m = 0; m < OVH_NMODES && r == 0; m++) {
+        uint64_t jobs[BENCH_MAX_NODES] = { 0 };
+        char variant[40];
+        bench_progress("remote-overhead: pp %s, %llu jobs, %u running node%s", ovh_names[m],
+                       (unsigned long long)n, k, k == 1 ? "" : "s");
+        double best = overhead_best(g.srv, tpl, (enum ovh_mode)m, t, n, o->quick ? 2 : 3, k,
+                                    jobs);
+        if (best < 0) {
+            r = (int)best;
+            break;
+        }
+        struct bench_result *res = &rows[m];
+        snprintf(variant, sizeof(variant), "%s, %u node%s", ovh_names[m], k, k == 1 ? "" : "s");
+        row_init(res, "remote-overhead", variant, (int)workers, n);
+        snprintf(res->version, sizeof(res->version),
+                 "pp " PP_VERSION_STRING ", %u running ppserver node%s", k, k == 1 ? "" : "s");
+        row_rate(res, n, best);
+        res->nnodes = (int)k;
+        for (unsigned i = 0; i < k; i++) {
+            snprintf(res->nodes[i].name, sizeof(res->nodes[i].name), "%s", g.info[i].name);
+            res->nodes[i].workers = g.info[i].workers;
+            res->nodes[i].jobs = jobs[i];
+        }
+    }
+    pp_template_destroy(tpl);
+    pp_server_destroy(g.srv);
+    return r;
+}
+
+static int pp_remote_overhead_given(const struct bench_opts *o, uint64_t n)
+{
+    static struct bench_result one[OVH_NMODES], all[OVH_NMODES];
+    const char *why = "not run with --nodes: it starts its own 2-worker node beside one "
+                      "local worker";
+    pp_task **t = calloc(n, sizeof(*t));
+    unsigned k = o->nnodes;
+    int r;
+
+    if (!t)
+        return -ENOMEM;
+    memset(one, 0, sizeof(one));
+    memset(all, 0, sizeof(all));
+    bench_progress("remote-overhead: %u running node%s from --nodes (no ppserver started), "
+                   "first %s", k, k == 1 ? "" : "s", o->nodes[0]);
+    r = given_rows(o, 1, n, t, one);
+    for (int m = 0; m < OVH_NMODES; m++) /* those measured before a failure too */
+        if (one[m].workload[0])
+            bench_emit(o, &one[m]);
+    if (r == 0 && k > 1) {
+        r = given_rows(o, k, n, t, all);
+        for (int m = 0; m < OVH_NMODES; m++)
+            if (all[m].workload[0]) {
+                all[m].throughput_ratio = all[m].jobs_per_s / one[m].jobs_per_s;
+                bench_emit(o, &all[m]);
+            }
+    }
+    free(t);
+    if (r < 0)
+        return r;
+    /* balance_row's sizes */
+    emit_skipped(o, "remote-overhead", "balance", 3, o->quick ? 600 : 2000, 0, why);
+    if (!o->peers)
+        return 0;
+    for (size_t i = 0; i < sizeof(given_peers) / sizeof(given_peers[0]); i++) {
+        struct bench_result res;
+        bench_result_init(&res, "remote-overhead", given_peers[i].system,
+                          given_peers[i].variant);
+        res.workers = 1;
+        res.jobs = n;
+        snprintf(res.skipped, sizeof(res.skipped),
+                 "not run with --nodes: the peers need endpoints of their own");
+        bench_progress("remote-overhead %s %s: skipped: %s", res.system, res.variant,
+                       res.skipped);
+        bench_emit(o, &res);
+    }
+    return 0;
 }
 
 /* ================================================================ */
@@ -1193,10 +1429,13 @@ static int pp_remote_cache(const struct bench_opts *o)
 /* The workloads with their peers                                   */
 /* ================================================================ */
 
-/* The peers run one worker process, as the node runs one worker. */
+/* The peers run one worker process, as the node runs one worker.  With
+ * --nodes: the running nodes instead, and no peer. */
 static int run_remote_overhead(const struct bench_opts *o)
 {
     uint64_t n = o->jobs ? o->jobs : (o->quick ? 20000 : 100000);
+    if (o->nnodes > 0)
+        return pp_remote_overhead_given(o, n);
     int r = pp_remote_overhead(o, n);
 
     peers_run(o, "remote-overhead", 1, n, 0, false, 0);

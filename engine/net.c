@@ -30,14 +30,25 @@
  * worker and no node up for node_wait_ms, queued jobs fail with
  * -EHOSTUNREACH (-EACCES when every node refused the secret).
  *
- * Discovery.  A "*" or "*:port" entry makes the thread open a UDP socket
- * on its loop (pp_loop_watch) and send authenticated queries (net/disc.h)
- * to pp_config.broadcast at port, at 0, 250 ms, 1 s and then every 10 s.
- * Each answer or beacon that passes its check names a node by the
- * datagram's source address and the payload's port; one not known yet
- * is added as if listed (add_node), within pp_disc_limit_allow, and the
- * TCP handshake authenticates it as any other.  Jobs wait for a node
- * meanwhile, node_wait_ms at most, as when every listed node is down.
+ * Discovery.  A "*" or "*:port" entry makes the thread open two UDP
+ * sockets on its loop (pp_loop_watch): an ephemeral one that sends
+ * authenticated queries (net/disc.h) to pp_config.broadcast at port, at
+ * 0, 250 ms, 1 s and then every 10 s, and gets their answers; and one
+ * bound to port itself, where the nodes' beacons arrive (ppserver -a -b),
+ * so a node that starts later joins within its first beacon.  Each answer
+ * or beacon that passes its check names a node by the datagram's source
+ * address and the payload's port; one not known yet is added as if listed
+ * (add_node), within pp_disc_limit_allow, and the TCP handshake
+ * authenticates it as any other.  Jobs wait for a node meanwhile,
+ * node_wait_ms at most, as when every listed node is down.  A found node
+ * that goes down is asked again at once (one query); down and unheard for
+ * DISC_GONE_MS, it has left: PP_NODE_GONE, no more connection attempts,
+ * its row and counts kept.  An answer or beacon from it later brings it
+ * back.  Nodes listed by hand are never given up.
+ *
+ * Slurm.  "slurm" makes this thread start one ppserver per node of the
+ * job as a step (slurm.c) before its loop runs, and end it when it stops;
+ * "slurm-nodes[:port]" lists the job's nodes (SLURM_JOB_NODELIST).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -60,6 +71,7 @@
 #include "loop.h"
 #include "msg.h"
 #include "secure.h"
+#include "slurm.h"
 
 /* Jobs in flight per node worker: enough to hide the round trip and to
  * batch frames into few records and system calls (trivial jobs: the
@@ -78,6 +90,8 @@
 #define BACKOFF_MAX_MS 5000
 #define INFLIGHT_BYTES (64u << 20) /* stop taking jobs beyond this queued */
 #define DISC_EVERY_MS 10000      /* "*": queries at 0, 250 ms, 1 s, then this often */
+#define DISC_RECHECK_MS 1000     /* a found node lost: one query at once, at most this often */
+#define DISC_GONE_MS 3000        /* lost and not heard from this long: it left */
 
 enum { PH_IDLE, PH_CONNECT, PH_HELLO, PH_INFO, PH_READY, PH_UP };
 
@@ -123,6 +137,10 @@ struct node {
     uint64_t last_rx, hb_sent, next_try, backoff;
     bool ever_up;
     bool refused;                 /* the last attempt failed authentication */
+    /* discovery (net thread only) */
+    bool found;                   /* added because discovery named it */
+    bool gone;                    /* PP_NODE_GONE: not retried until heard again */
+    uint64_t heard_ms, down_ms;   /* loop clock: last answer or beacon; last down */
     /* a chunked RESULT being received */
     bool rx_active;
     uint32_t rx_fl;
@@ -138,10 +156,15 @@ struct disc {
     struct pp_disc_limit lim;
     struct sockaddr_storage dst;  /* broadcast:port */
     socklen_t dst_len;
-    int fd;                       /* made by the net thread; -1 before, after */
-    struct pp_watch *watch;
+    /* Made by the net thread; -1 before and after.  fd: an ephemeral
+     * port that sends the queries and gets their answers.  bfd: the
+     * discovery port itself, where beacons arrive (-1 if it cannot be
+     * bound: queries alone then find nodes). */
+    int fd, bfd;
+    struct pp_watch *watch, *bwatch;
     uint64_t start_ms;            /* loop clock of the first query */
-    unsigned sent;                /* queries sent */
+    uint64_t last_ms;             /* and of the latest */
+    unsigned sent;                /* queries sent on the schedule */
 };
 
 struct pp_net {
@@ -172,9 +195,17 @@ struct pp_net {
     struct pp_cons drain;         /* check_capacity's consumer when no node exists */
     bool drain_ready;
     unsigned retries, timeout_ms, wait_ms;
+    /* "slurm": the step (net thread), and the secret it is given until it starts */
+    struct pp_slurm *slurm;
+    char *slurm_secret;
+    size_t slurm_secret_len;
+    char errmsg[PP_ERRMSG_MAX];   /* why the thread did not start (before ready < 0) */
 };
 
 static void node_down(struct node *n, int err, const char *why, bool crashed);
+static void disc_recheck(struct pp_net *net);
+static bool disc_gone(struct node *n, uint64_t now);
+static int slurm_add(void *ctx, const char *hp);
 static void dispatch(struct pp_net *net);
 static void disc_tick(struct pp_net *net, uint64_t now);
 
@@ -202,22 +233,29 @@ static int parse_node(const char *hp, char *host, size_t hn, uint16_t *port)
     return 0;
 }
 
-static int load_secret(const struct pp_config *cfg, struct pp_sec_psk *psk)
+/* The configured secret's bytes into buf (cap > PP_SRVCONF_SECRET_MAX);
+ * with none configured, a fresh random one if make is set ("slurm": the
+ * step gets it), else -EINVAL: no default secret, ever. */
+static int secret_text(const struct pp_config *cfg, bool make, char *buf, size_t cap,
+                       size_t *len, char *err, size_t errlen)
 {
-    if (cfg->secret && cfg->secret[0])
-        return pp_sec_psk_init(psk, cfg->secret, strlen(cfg->secret));
-    if (cfg->secret_file) {
-        char buf[PP_SRVCONF_SECRET_MAX + 1], err[256];
-        size_t len = 0;
-        int r = pp_read_secret_file(cfg->secret_file, buf, sizeof(buf), &len, err,
-                                    sizeof(err));
-        if (r < 0)
-            return r;
-        r = pp_sec_psk_init(psk, buf, len);
-        sodium_memzero(buf, sizeof(buf));
-        return r;
+    if (cfg->secret && cfg->secret[0]) {
+        *len = strlen(cfg->secret);
+        if (*len >= cap)
+            return -EINVAL;
+        memcpy(buf, cfg->secret, *len);
+        return 0;
     }
-    return -EINVAL; /* no default secret, ever */
+    if (cfg->secret_file)
+        return pp_read_secret_file(cfg->secret_file, buf, cap, len, err, errlen);
+    if (!make)
+        return -EINVAL;
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(buf, cap, raw, sizeof(raw));
+    sodium_memzero(raw, sizeof(raw));
+    *len = 2 * sizeof(raw);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- */
@@ -774,6 +812,7 @@ static int on_frame(void *ctx, const struct pp_wire_frame *f)
         pthread_mutex_lock(&net->lock); /* pp_get_active_nodes reads these */
         n->workers = workers;
         n->state = PP_NODE_UP;
+        n->down_ms = 0;
         n->last_error = 0;
         n->error[0] = '\0';
         pthread_mutex_unlock(&net->lock);
@@ -937,6 +976,10 @@ static void node_down(struct node *n, int err, const char *why, bool crashed)
         n->backoff = BACKOFF_MAX_MS;
     n->next_try = pp_loop_now_ms(net->loop) + n->backoff;
     set_state(n, err == -EACCES || err == -ENOEXEC ? PP_NODE_REFUSED : PP_NODE_DOWN, err, why);
+    if (n->found && !n->down_ms) { /* lost since it was last up (or added) */
+        n->down_ms = pp_loop_now_ms(net->loop);
+        disc_recheck(net);
+    }
 }
 
 /* ---------------------------------------------------------------- */
@@ -1006,7 +1049,7 @@ static void on_tick(void *ctx)
     for (unsigned i = 0; i < net->nseen; i++) {
         struct node *n = net->nodes[i];
         if (n->phase == PH_IDLE) {
-            if (now >= n->next_try)
+            if (!disc_gone(n, now) && now >= n->next_try)
                 node_connect(n);
             continue;
         }
@@ -1067,8 +1110,7 @@ static void adopt_new_nodes(struct pp_net *net)
 /* Discovery ("*" in ppservers)                                       */
 /* ---------------------------------------------------------------- */
 
-static int add_node(struct pp_net *net, const char *hp);
-
+static int add_node(struct pp_net *net, const char *hp, bool found);
 
 /* "*" or "*:port": where queries go, and the discovery states. */
 static int disc_create(struct pp_net *net, uint16_t port)
@@ -1079,7 +1121,7 @@ static int disc_create(struct pp_net *net, uint16_t port)
     struct disc *d = calloc(1, sizeof(*d));
     if (!d)
         return -ENOMEM;
-    d->fd = -1;
+    d->fd = d->bfd = -1;
     int r = pp_net_addr(b, port, &d->dst, &d->dst_len); /* broadcast must be numeric */
     if (r == 0)
         r = pp_disc_key_init(&d->key, &net->psk);
@@ -1102,7 +1144,7 @@ static void disc_query(struct pp_net *net)
     struct disc *d = net->disc;
     uint8_t q[PP_DISC_QUERY_LEN];
     size_t len = 0;
-    d->sent++;
+    d->last_ms = pp_loop_now_ms(net->loop);
     if (pp_disc_query_build(&d->key, &d->c, pp_wall_ms(), q, sizeof(q), &len) == 0)
         (void)sendto(d->fd, q, len, MSG_DONTWAIT | MSG_NOSIGNAL,
                      (const struct sockaddr *)&d->dst, d->dst_len); /* lost: the next round */
@@ -1116,15 +1158,43 @@ static void disc_tick(struct pp_net *net, uint64_t now)
         return;
     uint64_t due = d->sent == 1 ? 250 : d->sent == 2 ? 1000
                  : 1000 + (uint64_t)DISC_EVERY_MS * (d->sent - 2);
-    if (now - d->start_ms >= due)
+    if (now - d->start_ms >= due) {
+        d->sent++;
+        disc_query(net);
+    }
+}
+
+/* A found node was lost: ask at once whether its daemon still answers
+ * (its session may have died, not the host), at most once a second. */
+static void disc_recheck(struct pp_net *net)
+{
+    struct disc *d = net->disc;
+    if (d && d->fd >= 0 && pp_loop_now_ms(net->loop) - d->last_ms >= DISC_RECHECK_MS)
         disc_query(net);
 }
 
-/* An accepted answer or beacon: the node at to, unless known or limited. */
+/* From on_tick, for an idle (down or refused) node: a found node that has
+ * been down and unheard for DISC_GONE_MS left the pool.  True: skip it. */
+static bool disc_gone(struct node *n, uint64_t now)
+{
+    if (n->gone)
+        return true;
+    uint64_t last = n->heard_ms > n->down_ms ? n->heard_ms : n->down_ms;
+    if (!n->found || !n->down_ms || now - last < DISC_GONE_MS)
+        return false;
+    n->gone = true;
+    set_state(n, PP_NODE_GONE, 0, NULL);
+    return true;
+}
+
+/* An accepted answer or beacon names the node at to: a known one is
+ * heard (and joins again if it had left), a new one is added unless the
+ * limiter says no. */
 static void disc_found(struct pp_net *net, const struct sockaddr_storage *to)
 {
     char host[INET6_ADDRSTRLEN], hp[INET6_ADDRSTRLEN + 8];
     uint16_t port;
+    uint64_t now = pp_loop_now_ms(net->loop);
     if (to->ss_family == AF_INET) {
         const struct sockaddr_in *a = (const struct sockaddr_in *)to;
         inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
@@ -1134,28 +1204,45 @@ static void disc_found(struct pp_net *net, const struct sockaddr_storage *to)
         inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
         port = ntohs(a->sin6_port);
     }
-    bool known = false;
+    struct node *known = NULL;
+    bool pending = false;         /* added by pp_connect, not adopted yet */
     pthread_mutex_lock(&net->lock);
-    for (unsigned i = 0; i < net->nnodes && !known; i++)
-        known = net->nodes[i]->port == port && strcmp(net->nodes[i]->host, host) == 0;
+    for (unsigned i = 0; i < net->nnodes && !known && !pending; i++) {
+        if (net->nodes[i]->port != port || strcmp(net->nodes[i]->host, host) != 0)
+            continue;
+        if (i < net->nseen)
+            known = net->nodes[i];
+        else
+            pending = true;
+    }
     pthread_mutex_unlock(&net->lock);
-    if (known || !pp_disc_limit_allow(&net->disc->lim, to, pp_loop_now_ms(net->loop)))
+    if (known) {
+        known->heard_ms = now;
+        if (known->gone) { /* back: connect at once (on_tick) */
+            known->gone = false;
+            known->backoff = 0;
+            known->next_try = now;
+            set_state(known, PP_NODE_DOWN, 0, NULL);
+        }
+        return;
+    }
+    if (pending || !pp_disc_limit_allow(&net->disc->lim, to, now))
         return;
     snprintf(hp, sizeof(hp), "%s:%u", host, port);
-    (void)add_node(net, hp); /* adopt_new_nodes connects it after this turn */
+    (void)add_node(net, hp, true); /* adopt_new_nodes connects it after this turn */
 }
 
-/* The UDP socket is readable: check every datagram; the valid ones name nodes. */
-static void disc_readable(void *ctx)
+/* A discovery socket is readable: check every datagram; the valid ones
+ * name nodes.  The query socket takes answers, the beacon socket beacons. */
+static void disc_read(struct pp_net *net, int fd, int want)
 {
-    struct pp_net *net = ctx;
     struct disc *d = net->disc;
     uint8_t in[PP_DISC_MAX_LEN];
     struct sockaddr_storage src, to;
     struct pp_disc_found f;
     for (;;) {
         socklen_t slen = sizeof(src);
-        ssize_t n = recvfrom(d->fd, in, sizeof(in), MSG_DONTWAIT | MSG_TRUNC,
+        ssize_t n = recvfrom(fd, in, sizeof(in), MSG_DONTWAIT | MSG_TRUNC,
                              (struct sockaddr *)&src, &slen);
         if (n < 0 && errno == EINTR)
             continue;
@@ -1163,17 +1250,60 @@ static void disc_readable(void *ctx)
             return; /* EAGAIN, or an ICMP error for a query: ignored */
         if ((size_t)n > sizeof(in) || slen > sizeof(src))
             continue;
-        int t = pp_disc_type(in, (size_t)n), r = -EPROTO;
-        if (t == PP_DISC_ANSWER)
+        int r = -EPROTO;
+        if (pp_disc_type(in, (size_t)n) != want)
+            continue; /* also our own and other clients' queries on the beacon port */
+        if (want == PP_DISC_ANSWER)
             r = pp_disc_answer_check(&d->key, &d->c, in, (size_t)n, pp_wall_ms(), &f);
-        else if (t == PP_DISC_BEACON)
+        else
             r = pp_disc_beacon_check(&d->key, &d->c, in, (size_t)n, pp_wall_ms(), &f);
         if (r == 0 && pp_disc_target(&src, slen, f.port, &to) == 0)
             disc_found(net, &to);
     }
 }
 
-/* In the net thread, on its loop: an ephemeral UDP port, and the first query. */
+static void disc_readable(void *ctx)
+{
+    struct pp_net *net = ctx;
+    disc_read(net, net->disc->fd, PP_DISC_ANSWER);
+}
+
+static void disc_beacon_readable(void *ctx)
+{
+    struct pp_net *net = ctx;
+    disc_read(net, net->disc->bfd, PP_DISC_BEACON);
+}
+
+/*
+ * The beacon socket: the discovery port on the wildcard address, shared
+ * (SO_REUSEADDR) with a ppserver -a -b of this host, which binds it the
+ * same way; a broadcast reaches every socket bound to its port.  Not
+ * fatal: without it, the periodic queries still find nodes.
+ */
+static void disc_open_beacons(struct pp_net *net, const struct sockaddr_storage *any)
+{
+    struct disc *d = net->disc;
+    struct sockaddr_storage at = *any;
+    int one = 1;
+    if (at.ss_family == AF_INET)
+        ((struct sockaddr_in *)&at)->sin_port = ((struct sockaddr_in *)&d->dst)->sin_port;
+    else
+        ((struct sockaddr_in6 *)&at)->sin6_port = ((struct sockaddr_in6 *)&d->dst)->sin6_port;
+    d->bfd = socket(at.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (d->bfd < 0)
+        return;
+    setsockopt(d->bfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    socklen_t len = at.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                            : sizeof(struct sockaddr_in6);
+    if (bind(d->bfd, (struct sockaddr *)&at, len) < 0 ||
+        pp_loop_watch(net->loop, d->bfd, disc_beacon_readable, net, &d->bwatch) < 0) {
+        close(d->bfd);
+        d->bfd = -1;
+    }
+}
+
+/* In the net thread, on its loop: an ephemeral UDP port, the beacon port,
+ * and the first query. */
 static int disc_open(struct pp_net *net)
 {
     struct disc *d = net->disc;
@@ -1195,7 +1325,9 @@ static int disc_open(struct pp_net *net)
         d->fd = -1;
         return r;
     }
+    disc_open_beacons(net, &any);
     d->start_ms = pp_loop_now_ms(net->loop);
+    d->sent = 1;
     disc_query(net);
     return 0;
 }
@@ -1207,10 +1339,14 @@ static void disc_close(struct pp_net *net)
         return;
     if (d->watch)
         pp_watch_close(d->watch);
-    d->watch = NULL;
+    if (d->bwatch)
+        pp_watch_close(d->bwatch);
+    d->watch = d->bwatch = NULL;
     if (d->fd >= 0)
         close(d->fd);
-    d->fd = -1;
+    if (d->bfd >= 0)
+        close(d->bfd);
+    d->fd = d->bfd = -1;
 }
 
 static void *net_main(void *arg)
@@ -1224,7 +1360,26 @@ static void *net_main(void *arg)
         pp_store_release(&net->ready, r);
         return NULL;
     }
-    if (net->disc && (r = disc_open(net)) < 0) {
+    if (net->disc && (r = disc_open(net)) < 0)
+        snprintf(net->errmsg, sizeof(net->errmsg), "discovery: cannot open a UDP socket: %s",
+                 strerror(-r));
+    if (r == 0 && net->slurm_secret) {
+        /* From this thread: srun ends with it (PR_SET_PDEATHSIG). */
+        r = pp__slurm_start(&net->slurm, net->slurm_secret, net->slurm_secret_len,
+                            net->wait_ms, slurm_add, net, net->errmsg, sizeof(net->errmsg));
+        if (r == 0 && (r = pp__slurm_watch(net->slurm, net->loop)) < 0)
+            snprintf(net->errmsg, sizeof(net->errmsg), "slurm: cannot watch srun: %s",
+                     strerror(-r));
+    }
+    if (net->slurm_secret) {
+        sodium_memzero(net->slurm_secret, net->slurm_secret_len);
+        free(net->slurm_secret);
+        net->slurm_secret = NULL;
+    }
+    if (r < 0) {
+        pp__slurm_stop(net->slurm);
+        net->slurm = NULL;
+        disc_close(net);
         pp_loop_free(net->loop);
         net->loop = NULL;
         pp_store_release(&net->ready, r);
@@ -1300,6 +1455,8 @@ static void *net_main(void *arg)
     while (atomic_load(&net->kicking))
         sched_yield();
     disc_close(net);
+    pp__slurm_stop(net->slurm); /* the nodes said BYE above: now the step ends */
+    net->slurm = NULL;
     pp_loop_free(net->loop);
     net->loop = NULL;
     return NULL;
@@ -1309,7 +1466,7 @@ static void *net_main(void *arg)
 /* API                                                                */
 /* ---------------------------------------------------------------- */
 
-static int add_node(struct pp_net *net, const char *hp)
+static int add_node(struct pp_net *net, const char *hp, bool found)
 {
     char host[PP_NODE_NAME_MAX];
     uint16_t port;
@@ -1338,6 +1495,9 @@ static int add_node(struct pp_net *net, const char *hp)
     (void)k;
     n->fl_free = UINT32_MAX;
     n->state = PP_NODE_CONNECTING;
+    n->found = found;
+    if (found) /* only the net thread adds found nodes: its loop's clock */
+        n->heard_ms = pp_loop_now_ms(net->loop);
     struct pp_shared *sh = net->s->sh;
     uint32_t slot = PP_NODE_SLOT0 + n->id;
     pp__cons_reset(net->s, slot);
@@ -1351,13 +1511,31 @@ static int add_node(struct pp_net *net, const char *hp)
     return 0;
 }
 
-static int net_create(struct pp_server *s)
+static int net_create(struct pp_server *s, bool slurm)
 {
     struct pp_net *net = calloc(1, sizeof(*net));
     if (!net)
         return -ENOMEM;
-    int r = load_secret(&s->cfg, &net->psk);
+    char buf[PP_SRVCONF_SECRET_MAX + 1];
+    size_t len = 0;
+    int r = secret_text(&s->cfg, slurm, buf, sizeof(buf), &len, net->errmsg,
+                        sizeof(net->errmsg));
+    if (r == 0)
+        r = pp_sec_psk_init(&net->psk, buf, len);
+    if (r == 0 && slurm) {
+        net->slurm_secret = malloc(len + 1);
+        if (net->slurm_secret) {
+            memcpy(net->slurm_secret, buf, len);
+            net->slurm_secret_len = len;
+        } else {
+            r = -ENOMEM;
+        }
+    }
+    sodium_memzero(buf, sizeof(buf));
     if (r < 0) {
+        if (s->cfg.error && net->errmsg[0])
+            snprintf(s->cfg.error, PP_ERRMSG_MAX, "%s", net->errmsg);
+        pp_sec_psk_wipe(&net->psk);
         free(net);
         return r;
     }
@@ -1388,30 +1566,52 @@ static int net_start(struct pp_net *net)
         usleep(100);
     if (r < 0) {
         pthread_join(net->thread, NULL);
+        if (net->s->cfg.error && net->errmsg[0])
+            snprintf(net->s->cfg.error, PP_ERRMSG_MAX, "%s", net->errmsg);
         return r;
     }
     pp_store_release(&net->started, true);
     return 0;
 }
 
+static int slurm_add(void *ctx, const char *hp)
+{
+    return add_node(ctx, hp, false);
+}
+
 int pp__net_init(struct pp_server *s)
 {
     if (!s->cfg.ppservers || !s->cfg.ppservers[0])
         return 0;
-    int r = net_create(s);
+    bool slurm = false;
+    for (const char *const *p = s->cfg.ppservers; *p; p++)
+        slurm |= strcmp(*p, "slurm") == 0;
+    int r = net_create(s, slurm);
     if (r < 0)
         return r;
+    struct pp_net *net = s->net;
     for (const char *const *p = s->cfg.ppservers; *p; p++) {
         char host[PP_NODE_NAME_MAX];
         uint16_t port;
-        if (parse_node(*p, host, sizeof(host), &port) == 0 && strcmp(host, "*") == 0)
-            r = disc_create(s->net, port); /* discovery instead of a node */
+        bool named = parse_node(*p, host, sizeof(host), &port) == 0;
+        if (strcmp(*p, "slurm") == 0)
+            r = 0; /* the net thread starts the step */
+        else if (named && strcmp(host, "*") == 0)
+            r = disc_create(net, port); /* discovery instead of a node */
+        else if (named && strcmp(host, "slurm-nodes") == 0)
+            r = pp__slurm_nodelist(port, PP_MAX_NODES - 1, slurm_add, net, net->errmsg,
+                                   sizeof(net->errmsg));
         else
-            r = add_node(s->net, *p);
-        if (r < 0 && r != -EEXIST)
+            r = add_node(net, *p, false);
+        if (r < 0 && r != -EEXIST) {
+            if (s->cfg.error)
+                snprintf(s->cfg.error, PP_ERRMSG_MAX, "%s", net->errmsg[0] ? net->errmsg
+                         : r == -ENOSPC ? "more nodes than PP_MAX_NODES - 1"
+                         : "ppservers: a bad entry");
             return r;
+        }
     }
-    return net_start(s->net);
+    return net_start(net);
 }
 
 void pp__net_kick(struct pp_server *s)
@@ -1458,8 +1658,16 @@ void pp__net_free(struct pp_server *s, bool forked)
     }
     if (net->loop && forked) {
         if (net->disc)
-            net->disc->watch = NULL; /* freed with the loop; the fd below */
+            net->disc->watch = net->disc->bwatch = NULL; /* freed with the loop; the fds below */
         pp_loop_abandon(net->loop); /* the parent's thread's loop */
+    }
+    if (forked)
+        pp__slurm_forget(net->slurm); /* the parent's step */
+    net->slurm = NULL;
+    if (net->slurm_secret) {
+        sodium_memzero(net->slurm_secret, net->slurm_secret_len);
+        free(net->slurm_secret);
+        net->slurm_secret = NULL;
     }
     if (net->disc) {
         disc_close(net);
@@ -1478,11 +1686,11 @@ PP_EXPORT int pp_connect(pp_server *s, const char *host_port)
     if (!s || !host_port)
         return -EINVAL;
     pthread_mutex_lock(&s->ctl_lock);
-    int r = s->net ? 0 : net_create(s);
+    int r = s->net ? 0 : net_create(s, false);
     pthread_mutex_unlock(&s->ctl_lock);
     if (r < 0)
         return r;
-    if ((r = add_node(s->net, host_port)) < 0)
+    if ((r = add_node(s->net, host_port, false)) < 0)
         return r;
     pthread_mutex_lock(&s->ctl_lock);
     r = net_start(s->net);

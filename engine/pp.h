@@ -139,9 +139,19 @@ struct pp_config {
     /* Remote nodes (ppserver).  None unless ppservers is set. */
     const char *const *ppservers; /* NULL-terminated "host[:port]" list
                                      (port default PP_DEFAULT_PORT);
-                                     NULL = no node */
+                                     NULL = no node.  Special entries:
+                                     "*" or "*:port": discovery (with
+                                     broadcast below);
+                                     "slurm": inside a Slurm job, start one
+                                     ppserver per node of the job as a step
+                                     (srun; $PP_PPSERVER, else ppserver in
+                                     PATH) with a fresh random secret
+                                     unless one is set, ended by
+                                     pp_server_destroy;
+                                     "slurm-nodes" or "slurm-nodes:port":
+                                     each host of $SLURM_JOB_NODELIST */
     const char *secret;      /* the nodes' shared secret: required with
-                                nodes, never a default */
+                                nodes (but "slurm" alone), never a default */
     const char *secret_file; /* or: read it from this file, which only
                                 its owner may read (else -EACCES) */
     unsigned node_timeout_ms; /* a node silent this long (heartbeats) is
@@ -153,6 +163,8 @@ struct pp_config {
     unsigned node_retries;   /* a job whose node died this many times
                                 fails with -ECHILD naming them (default 3) */
     const char *broadcast;  /* where discovery queries for "*" nodes go (default "255.255.255.255") */
+    char *error;            /* optional: PP_ERRMSG_MAX bytes where a failed
+                               pp_server_new says why (e.g. srun's message) */
 };
 
 /* Fills cfg with the defaults: autodetect, pinned, adaptive waiting. */
@@ -304,6 +316,9 @@ enum pp_node_state {
     PP_NODE_DOWN,       /* lost; reconnecting with backoff */
     PP_NODE_REFUSED,    /* authentication failed or incompatible node;
                            retried with backoff, like DOWN */
+    PP_NODE_GONE,       /* found by discovery, then lost and not heard
+                           from since: left the pool, not retried; joins
+                           again when it answers or beacons */
 };
 
 struct pp_node_info {
@@ -325,8 +340,10 @@ struct pp_node_info {
 PP_EXPORT int pp_connect(pp_server *srv, const char *host_port);
 
 /*
- * Copies up to max nodes' state into out (every node added, up or not).
- * Returns how many nodes there are (may be more than max), or -EINVAL.
+ * Copies up to max nodes' state into out (every node ever added, up or
+ * not, in the order they were added; a node that left, PP_NODE_GONE,
+ * keeps its row and its jobs_done).  Returns how many nodes there are
+ * (may be more than max), or -EINVAL.
  */
 PP_EXPORT int pp_get_active_nodes(pp_server *srv, struct pp_node_info *out,
                                   unsigned max);

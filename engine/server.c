@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -41,9 +42,16 @@ static int check_config(const struct pp_config *c)
         return -EINVAL;
     if (c->shm_size < (256ull << 20))
         return -EINVAL;
-    /* Nodes need a secret: there is no default. */
-    if (c->ppservers && c->ppservers[0] && !(c->secret && c->secret[0]) && !c->secret_file)
-        return -EINVAL;
+    /* Nodes need a secret: there is no default ("slurm" makes one). */
+    bool secret = (c->secret && c->secret[0]) || c->secret_file;
+    for (const char *const *p = c->ppservers; p && *p && !secret; p++) {
+        if (strcmp(*p, "slurm") != 0) {
+            if (c->error)
+                snprintf(c->error, PP_ERRMSG_MAX, "ppservers \"%.64s\" needs a secret "
+                         "(secret or secret_file): there is no default", *p);
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 

@@ -64,7 +64,7 @@ enum opt {
     OPT_WORKERS, OPT_PORT, OPT_INTERFACE, OPT_BROADCAST, OPT_AUTODISCOVERY,
     OPT_RESTART, OPT_DEBUG, OPT_HELP, OPT_LOG_FORMAT, OPT_PROTO, OPT_TIMEOUT,
     OPT_SOCKET_TIMEOUT, OPT_PID_FILE, OPT_CACHE_DIR, OPT_SECRET_FILE,
-    OPT_CONFIG, OPT_MAX_CONNS, OPT_MAX_PENDING, OPT_SECRET,
+    OPT_CONFIG, OPT_MAX_CONNS, OPT_MAX_PENDING, OPT_SECRET, OPT_SLURM,
     OPT_COUNT
 };
 
@@ -100,6 +100,7 @@ static const struct optdef opts[OPT_COUNT] = {
     [OPT_MAX_CONNS]      = { K_UINT, 1, 65536, false, "1..65536" },
     [OPT_MAX_PENDING]    = { K_UINT, 1, 65536, false, "1..65536" },
     [OPT_SECRET]         = { K_SECRET, 0, 0, false, NULL },
+    [OPT_SLURM]          = { K_FLAG, 0, 0, false, NULL },
 };
 
 /* The string field of a K_STR / K_PATH setting, and its capacity. */
@@ -125,6 +126,7 @@ static bool *bool_field(struct pp_srvconf *c, enum opt id)
     case OPT_RESTART:       return &c->restart;
     case OPT_DEBUG:         return &c->debug;
     case OPT_HELP:          return &c->help;
+    case OPT_SLURM:         return &c->slurm;
     default:                return NULL;
     }
 }
@@ -746,6 +748,7 @@ static const struct flagdef flags[] = {
     { 0,   "secret-file", OPT_SECRET_FILE },
     { 0,   "max-conns",   OPT_MAX_CONNS },
     { 0,   "max-pending", OPT_MAX_PENDING },
+    { 0,   "slurm",       OPT_SLURM },
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -958,7 +961,7 @@ static const char usage[] =
     "Usage: ppserver [-hdar] [-f format] [-n proto] [-c config_path] [-i interface]\n"
     "                [-b broadcast] [-p port] [-w nworkers] [-s secret] [-t seconds]\n"
     "                [-k seconds] [-P pid_file] [--secret-file FILE] [--cache-dir DIR]\n"
-    "                [--max-conns N] [--max-pending N]\n"
+    "                [--max-conns N] [--max-pending N] [--slurm]\n"
     "\n"
     "-h, --help         : this help message\n"
     "-d                 : set log level to debug\n"
@@ -983,6 +986,9 @@ static const char usage[] =
     "                     else $HOME/.cache/pp/ppserver)\n"
     "--max-conns N      : client connections at once (default 64)\n"
     "--max-pending N    : handshakes in progress at once (default 16)\n"
+    "--slurm            : a task of a Slurm step: -w defaults to the job's CPUs\n"
+    "                     on this node, and once listening it prints\n"
+    "                     'ppserver: slurm node HOST:PORT step J.S' on stdout\n"
     "\n"
     "To print server stats send SIGUSR1 to its main process.\n"
     "\n"

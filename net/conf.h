@@ -78,6 +78,7 @@ struct pp_srvconf {
     bool restart;             /* -r: restart a worker after each job */
     bool debug;               /* -d: log at debug level */
     bool help;                /* -h/--help: print pp_srvconf_usage(), exit */
+    bool slurm;               /* --slurm: a task of a Slurm step (slurm.h) */
     char log_format[PP_SRVCONF_NAME_MAX]; /* -f: stored; "" = the default */
     int proto;                /* -n: pickle protocol; accepted, no meaning here */
     unsigned timeout_s;       /* -t: exit after this long without a client; 0 = never */

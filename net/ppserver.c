@@ -745,6 +745,31 @@ static int make_cache_dir(const char *dir)
     return 0;
 }
 
+/* --slurm: the CPUs the job has on this node (the step runs with --whole). */
+static int slurm_cpus(void)
+{
+    const char *v = getenv("SLURM_CPUS_ON_NODE");
+    char *end;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || n < 1 || n > PP_SRVCONF_WORKERS_MAX)
+        return PP_SRVCONF_AUTODETECT;
+    return (int)n;
+}
+
+/* --slurm: the line the client's srun pipe waits for (engine/slurm.c):
+ * this host by name, as the other nodes of the job reach it. */
+static void slurm_announce(unsigned port)
+{
+    char host[256];
+    const char *job = getenv("SLURM_JOB_ID"), *step = getenv("SLURM_STEP_ID");
+    if (gethostname(host, sizeof(host)) < 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0';
+    printf("ppserver: slurm node %s:%u step %s.%s\n", host, port, job ? job : "none",
+           step ? step : "none");
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     char err[512];
@@ -758,6 +783,8 @@ int main(int argc, char **argv)
         return 2;
     }
     debug_on = conf.debug;
+    if (conf.slurm && conf.workers == PP_SRVCONF_AUTODETECT)
+        conf.workers = slurm_cpus();
     if (conf.workers == PP_SRVCONF_AUTODETECT)
         conf.workers = -1; /* the agent's pp_server detects them */
     if (pp_sec_psk_init(&psk, conf.secret, conf.secret_len) < 0 ||
@@ -813,6 +840,8 @@ int main(int argc, char **argv)
     last_client_ms = pp_loop_now_ms(loop);
     fprintf(stderr, "ppserver: listening on %s:%u\n", conf.interface, pp_listener_port(lst));
     fflush(stderr);
+    if (conf.slurm)
+        slurm_announce(pp_listener_port(lst));
     dlog("%s event loop, %d workers per session, cache %s", pp_loop_backend(loop),
          conf.workers, conf.cache_dir);
 

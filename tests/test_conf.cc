@@ -187,8 +187,9 @@ TEST_F(Conf, EveryFlag)
     ASSERT_EQ(parse({"-d", "-a", "-r", "-f", "%(message)s", "-n", "4", "-i", "0.0.0.0",
                      "-b", "10.0.0.255", "-p", "1234", "-w", "8", "-t", "30", "-k", "7",
                      "-P", "/run/pp.pid", "--cache-dir", "/var/c", "--max-conns", "5",
-                     "--max-pending", "2", "--secret-file", sf}), 0) << msg();
+                     "--max-pending", "2", "--secret-file", sf, "--slurm"}), 0) << msg();
     EXPECT_TRUE(c.debug);
+    EXPECT_TRUE(c.slurm);
     EXPECT_TRUE(c.autodiscovery);
     EXPECT_TRUE(c.restart);
     EXPECT_STREQ(c.log_format, "%(message)s");
@@ -360,7 +361,7 @@ TEST_F(Conf, UsageListsEveryFlag)
                           "-c path", "-i interface", "-b broadcast", "-p port",
                           "-w nworkers", "-s secret", "-t seconds", "-k seconds",
                           "-P pid_file", "--secret-file FILE", "--cache-dir DIR",
-                          "--max-conns N", "--max-pending N"})
+                          "--max-conns N", "--max-pending N", "--slurm "})
         EXPECT_NE(u.find(std::string("\n") + f), std::string::npos) << f;
     EXPECT_NE(u.find("SIGUSR1"), std::string::npos);
     EXPECT_NE(u.find("default 60000"), std::string::npos);

@@ -1409,6 +1409,255 @@ TEST_P(Remote, DiscoveryFindingNothingFailsAfterTheWait)
     EXPECT_EQ(a.stop(), 0);
 }
 
+// A free TCP port on loopback (bound, read back, closed: a race with
+// another process is possible but harmless here, the test would fail).
+static int free_port()
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(sa);
+    if (fd < 0 || bind(fd, (sockaddr *)&sa, sizeof(sa)) < 0 ||
+        getsockname(fd, (sockaddr *)&sa, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static pp_node_info node_info(pp_server *srv, unsigned i)
+{
+    pp_node_info info[8];
+    memset(info, 0, sizeof(info));
+    int n = pp_get_active_nodes(srv, info, 8);
+    return n > (int)i ? info[i] : pp_node_info{};
+}
+
+static bool wait_state(pp_server *srv, unsigned i, pp_node_state st, int ms)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < end) {
+        if (pp_get_active_nodes(srv, nullptr, 0) > (int)i && node_info(srv, i).state == st)
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+}
+
+static void run_squares(pp_server *srv, int n, uint64_t base)
+{
+    std::vector<pp_task *> t((size_t)n);
+    for (int i = 0; i < n; i++) {
+        uint64_t x = base + (uint64_t)i;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[(size_t)i]), 0);
+    }
+    for (int i = 0; i < n; i++) {
+        ASSERT_EQ(pp_task_wait(t[(size_t)i], 30000), 0) << i << " " << node_errors(srv);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[(size_t)i], &d, &len), 0) << pp_task_error(t[(size_t)i]);
+        ASSERT_EQ(len, sizeof(uint64_t));
+        uint64_t x = base + (uint64_t)i;
+        EXPECT_EQ(*(const uint64_t *)d, x * x + 1);
+        pp_task_release(t[(size_t)i]);
+    }
+}
+
+// A node that starts after the client's first queries (0, 250 ms, 1 s;
+// the next is 10 s later) joins by its first beacon: the client listens
+// on the discovery port.  Loopback has a broadcast address too.
+TEST_P(Remote, DiscoveryNodeStartedLaterJoinsByItsBeacon)
+{
+    int port = free_port();
+    ASSERT_GT(port, 0);
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1400));
+    EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 0);
+    Node a;
+    a.port_arg = std::to_string(port);
+    auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(a.start(secret, 1, { "-a", "-b", "127.255.255.255" })) << a.logs();
+    ASSERT_TRUE(wait_up(srv, 1, 5000)) << node_errors(srv) << a.logs();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(ms, 5000); // not the 10 s query
+    run_squares(srv, 100, 0);
+    EXPECT_EQ(std::string(node_info(srv, 0).name), a.name());
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+}
+
+// A found node that dies leaves the pool (GONE, its row and count kept,
+// not retried); jobs submitted meanwhile wait; the node started again on
+// the same port joins again by its beacon and runs them.
+TEST_P(Remote, DiscoveredNodeThatDiesLeavesAndRejoins)
+{
+    int port = free_port();
+    ASSERT_GT(port, 0);
+    Node a;
+    a.port_arg = std::to_string(port);
+    ASSERT_TRUE(a.start(secret, 1, { "-a", "-b", "127.255.255.255" })) << a.logs();
+    bcast = "127.0.0.1";
+    pp_server *srv = client({ "*:" + std::to_string(port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 1, 5000)) << node_errors(srv) << a.logs();
+    run_squares(srv, 50, 0);
+    a.stop(SIGKILL);
+    ASSERT_TRUE(wait_state(srv, 0, PP_NODE_GONE, 8000)) << node_errors(srv);
+    EXPECT_EQ(node_info(srv, 0).jobs_done, 50u);
+    EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 1);
+    // Not retried: it stays GONE (a retry would show CONNECTING or DOWN).
+    for (int i = 0; i < 30; i++) {
+        ASSERT_EQ(node_info(srv, 0).state, PP_NODE_GONE) << i;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::vector<pp_task *> t(20);
+    for (int i = 0; i < 20; i++) {
+        uint64_t x = 1000 + (uint64_t)i;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[(size_t)i]), 0);
+    }
+    Node b;
+    b.port_arg = std::to_string(port);
+    ASSERT_TRUE(b.start(secret, 1, { "-a", "-b", "127.255.255.255" })) << b.logs();
+    ASSERT_TRUE(wait_state(srv, 0, PP_NODE_UP, 5000)) << node_errors(srv) << b.logs();
+    for (int i = 0; i < 20; i++) {
+        ASSERT_EQ(pp_task_wait(t[(size_t)i], 30000), 0);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[(size_t)i], &d, &len), 0) << pp_task_error(t[(size_t)i]);
+        uint64_t x = 1000 + (uint64_t)i;
+        EXPECT_EQ(*(const uint64_t *)d, x * x + 1);
+        pp_task_release(t[(size_t)i]);
+    }
+    EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 1); // the same row
+    EXPECT_EQ(node_info(srv, 0).jobs_done, 70u);
+    pp_server_destroy(srv);
+    EXPECT_EQ(b.stop(), 0) << b.logs();
+}
+
+// Environment variables set for one test and restored after it.
+struct EnvGuard {
+    std::vector<std::pair<std::string, std::string>> saved;
+    std::vector<std::string> unset_after;
+    void set(const char *k, const char *v)
+    {
+        const char *old = getenv(k);
+        if (old)
+            saved.emplace_back(k, old);
+        else
+            unset_after.push_back(k);
+        if (v)
+            setenv(k, v, 1);
+        else
+            unsetenv(k);
+    }
+    ~EnvGuard()
+    {
+        for (auto &kv : saved)
+            setenv(kv.first.c_str(), kv.second.c_str(), 1);
+        for (auto &k : unset_after)
+            unsetenv(k.c_str());
+    }
+};
+
+static int new_with_error(const std::vector<const char *> &nodes, const char *sec,
+                          std::string &why, pp_server **srv)
+{
+    std::vector<const char *> p = nodes;
+    p.push_back(nullptr);
+    char err[PP_ERRMSG_MAX] = "";
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 0;
+    cfg.ppservers = p.data();
+    cfg.secret = sec;
+    cfg.error = err;
+    *srv = nullptr;
+    int r = pp_server_new(&cfg, srv);
+    why = err;
+    return r;
+}
+
+// "slurm" outside a Slurm job: a clear error, no srun run.
+TEST(Slurm, OutsideAJobSaysSo)
+{
+    EnvGuard env;
+    env.set("SLURM_JOB_ID", nullptr);
+    env.set("SLURM_JOB_NUM_NODES", nullptr);
+    env.set("SLURM_NNODES", nullptr);
+    std::string why;
+    pp_server *srv;
+    EXPECT_EQ(new_with_error({ "slurm" }, nullptr, why, &srv), -EINVAL);
+    EXPECT_EQ(srv, nullptr);
+    EXPECT_NE(why.find("not inside a Slurm job"), std::string::npos) << why;
+    // Another entry without a secret is still refused: "slurm" makes one
+    // only for its own step.
+    EXPECT_EQ(new_with_error({ "slurm", "127.0.0.1:1" }, nullptr, why, &srv), -EINVAL);
+    EXPECT_NE(why.find("needs a secret"), std::string::npos) << why;
+}
+
+// A step that cannot start: pp_server_new fails with srun's own words.
+// (srun here is a stand-in script that fails as srun does; the real one
+// runs in tests/slurm/.)
+TEST(Slurm, StepThatFailsToStartGivesSrunsMessage)
+{
+    std::string dir = make_tmpdir();
+    std::string fake = dir + "/srun";
+    {
+        std::ofstream f(fake);
+        f << "#!/bin/sh\necho 'srun: error: Unable to create step for job 7: Requested node "
+             "configuration is not available' >&2\nexit 1\n";
+    }
+    chmod(fake.c_str(), 0700);
+    EnvGuard env;
+    env.set("SLURM_JOB_ID", "7");
+    env.set("SLURM_JOB_NUM_NODES", "2");
+    env.set("PP_SRUN", fake.c_str());
+    std::string why;
+    pp_server *srv;
+    EXPECT_EQ(new_with_error({ "slurm" }, nullptr, why, &srv), -ECHILD);
+    EXPECT_EQ(srv, nullptr);
+    EXPECT_NE(why.find("Unable to create step for job 7"), std::string::npos) << why;
+    EXPECT_NE(why.find("exit status 1"), std::string::npos) << why;
+    EXPECT_NE(why.find("0 of 2"), std::string::npos) << why;
+    // srun not found at all.
+    env.set("PP_SRUN", (dir + "/no-such-srun").c_str());
+    EXPECT_EQ(new_with_error({ "slurm" }, nullptr, why, &srv), -ENOENT);
+    EXPECT_NE(why.find("cannot run"), std::string::npos) << why;
+    rm_rf(dir);
+}
+
+// "slurm-nodes:port": the job's node list, expanded, each host at port.
+TEST_P(Remote, SlurmNodesFromTheJobsNodeList)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 1)) << a.logs();
+    EnvGuard env;
+    env.set("SLURM_JOB_NODELIST", "127.0.0.1");
+    pp_server *srv = client({ "slurm-nodes:" + std::to_string(a.port) }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 1, 5000)) << node_errors(srv) << a.logs();
+    run_squares(srv, 20, 0);
+    EXPECT_EQ(std::string(node_info(srv, 0).name), a.name());
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+    std::string why;
+    env.set("SLURM_JOB_NODELIST", "n[1-");
+    EXPECT_EQ(new_with_error({ "slurm-nodes" }, secret.c_str(), why, &srv), -EINVAL);
+    EXPECT_NE(why.find("not a host list"), std::string::npos) << why;
+    env.set("SLURM_JOB_NODELIST", "n[1-100]");
+    EXPECT_EQ(new_with_error({ "slurm-nodes" }, secret.c_str(), why, &srv), -E2BIG);
+    env.set("SLURM_JOB_NODELIST", nullptr);
+    env.set("SLURM_NODELIST", nullptr);
+    EXPECT_EQ(new_with_error({ "slurm-nodes" }, secret.c_str(), why, &srv), -EINVAL);
+    EXPECT_NE(why.find("SLURM_JOB_NODELIST is not set"), std::string::npos) << why;
+}
+
 // pp_connect on a server that had no node, while another thread submits
 // (the first node creates the net thread under running submitters).
 TEST_P(Remote, FirstNodeAddedWhileSubmitting)
