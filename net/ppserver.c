@@ -792,6 +792,9 @@ int main(int argc, char **argv)
         plog("cannot initialise libsodium");
         return 1;
     }
+    if (geteuid() == 0)
+        plog("warning: running as root: whoever knows the secret runs code as root here; "
+             "run ppserver as an unprivileged user");
     if (conf.secret_len < 16)
         plog("warning: the secret is short (%zu bytes): anyone who can connect can guess it "
              "offline; use e.g. 32 random bytes in base64", conf.secret_len);
