@@ -5,7 +5,8 @@ set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc g++ binutils
       liburing-dev libjemalloc-dev libgtest-dev
       libsodium-dev libopenmpi-dev openmpi-bin libzmq3-dev python3 gnuplot-nox
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      slurm-wlm munge)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,7 +29,7 @@
 #include "loop.h"
 #include "pp.h"
 
-#define STOP_MS 10000      /* SIGTERM to srun: the step ends within this, or SIGKILL */
+#define STOP_MS 10000      /* each way of ending the step gets this long */
 #define SCANCEL_MS 5000    /* then scancel of the step, waited this long */
 #define LINE_MAX_LEN 512   /* an output line of srun's longer than this is cut */
 
@@ -362,22 +362,28 @@ static void close_in(struct pipe_in *in)
     in->fd = -1;
 }
 
-/* scancel JOB.STEP, for a step whose srun did not end it. */
-static void scancel(const char *step)
+/* scancel [--signal=SIG] JOB.STEP: false if it could not be run. */
+static bool scancel(const char *step, const char *sig)
 {
     char prog[PATH_MAX];
-    if (!step[0] || find_program("scancel", prog, sizeof(prog)) < 0)
-        return;
+    if (!step[0] || strchr(step, 'n') || find_program("scancel", prog, sizeof(prog)) < 0)
+        return false; /* "none.none": not a step */
     pid_t pid = fork();
     if (pid == 0) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execl(prog, prog, "--quiet", step, (char *)NULL);
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0)
+            dup2(null, 0), dup2(null, 1);
+        if (sig)
+            execl(prog, prog, "--quiet", sig, step, (char *)NULL);
+        else
+            execl(prog, prog, "--quiet", step, (char *)NULL);
         _exit(127);
     }
     if (pid < 0)
-        return;
+        return false;
     uint64_t deadline = now_ms() + SCANCEL_MS;
     while (waitpid(pid, NULL, WNOHANG) == 0) {
         if (now_ms() >= deadline) {
@@ -387,25 +393,38 @@ static void scancel(const char *step)
         }
         usleep(10000);
     }
+    return true;
+}
+
+/* Waits up to ms for srun to end, keeping its pipes drained. */
+static bool wait_srun(struct pp_slurm *sl, unsigned ms)
+{
+    uint64_t deadline = now_ms() + ms;
+    while (!reap(sl, false)) {
+        if (now_ms() >= deadline)
+            return false;
+        struct pollfd p[2] = { { sl->out.fd, POLLIN, 0 }, { sl->err.fd, POLLIN, 0 } };
+        poll(p, 2, 20);
+        drain(sl, &sl->out);
+        drain(sl, &sl->err);
+    }
+    return true;
 }
 
 void pp__slurm_stop(struct pp_slurm *sl)
 {
     if (!sl)
         return;
-    if (sl->pid) {
-        kill(sl->pid, SIGTERM); /* srun signals its tasks: each ppserver stops */
-        uint64_t deadline = now_ms() + STOP_MS;
-        while (!reap(sl, false) && now_ms() < deadline) {
-            struct pollfd p[2] = { { sl->out.fd, POLLIN, 0 }, { sl->err.fd, POLLIN, 0 } };
-            poll(p, 2, 20);
-            drain(sl, &sl->out);
-            drain(sl, &sl->err);
-        }
-        if (sl->pid) {
+    /* SIGTERM to each ppserver through Slurm (they stop in order and
+     * exit 0, and srun with them); a SIGTERM to srun itself would have
+     * slurmstepd SIGKILL the tasks at once: that is the fallback, then
+     * SIGKILL and a plain scancel of the step. */
+    if (sl->pid && !(scancel(sl->step, "--signal=TERM") && wait_srun(sl, STOP_MS))) {
+        kill(sl->pid, SIGTERM);
+        if (!wait_srun(sl, STOP_MS)) {
             kill(sl->pid, SIGKILL);
             reap(sl, true);
-            scancel(sl->step);
+            scancel(sl->step, NULL);
         }
     }
     drain(sl, &sl->err);
