@@ -249,11 +249,12 @@ static unsigned live_claims(struct pp_server *s, uint32_t except,
 }
 
 /* Frees each distinct block in blks[0..n) except `keep`. */
-static void free_blocks(struct pp_server *s, uint64_t *blks, unsigned n, uint64_t keep)
+static void free_blocks(struct pp_server *s, uint64_t *blks, unsigned n, uint64_t keep,
+                        uint64_t keep2)
 {
     for (unsigned i = 0; i < n; i++) {
         uint64_t off = PP_RET_OFF(blks[i]);
-        bool dup = off == 0 || off == keep;
+        bool dup = off == 0 || off == keep || off == keep2;
         for (unsigned j = 0; j < i && !dup; j++)
             dup = PP_RET_OFF(blks[j]) == off;
         if (!dup)
@@ -325,7 +326,10 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
     uint64_t blks[PP_PAGES_NCLASS * PP_BLOCK_STASH + 4 + PP_RET_RING_CAP];
     unsigned nb = held_blocks(s, c, slot, blks, sizeof(blks) / sizeof(blks[0]));
     uint64_t keep = unpublished && t->rec->res_where == PP_RES_BLOCK ? t->rec->res_off : 0;
-    free_blocks(s, blks, nb, keep);
+    /* A message block it had sent (the drain above queued it) and not yet
+     * cleared from held[]: its collector's now.  Only the last one can be. */
+    uint64_t sent = slot < PP_MAX_WORKERS ? s->slots[slot].last_msg_blk : 0;
+    free_blocks(s, blks, nb, keep, sent);
 
     /* A DONE it published whose group count it had not raised yet (the
      * record may be reused by now; the slot says which count). */

@@ -71,7 +71,14 @@ unsigned pp__drain_slot(struct pp_server *s, int slot)
     uint64_t toks[DONE_BATCH];
     unsigned k, total = 0;
 
-    while ((k = pp_spsc_pop_burst(pp__done_ring(s->sh, (uint32_t)slot), toks, DONE_BATCH)) > 0) {
+    for (;;) {
+        k = pp_spsc_pop_burst(pp__done_ring(s->sh, (uint32_t)slot), toks, DONE_BATCH);
+        /* The messages of the jobs just taken were sent before they were
+         * handed over (the pop's acquire makes them visible): they go to
+         * their collectors before the jobs' callbacks add the results. */
+        pp__coll_drain(s, (uint32_t)slot);
+        if (!k)
+            break;
         for (unsigned i = 0; i < k; i++)
             pp__handle_done(s, toks[i]);
         total += k;
@@ -94,7 +101,7 @@ static bool any_done_pending(struct pp_server *s)
         if (pp_load_acquire(&d->tail) != pp_load_relaxed(&d->head))
             return true;
     }
-    return false;
+    return pp__coll_pending(s);
 }
 
 /* ---------------------------------------------------------------- */
@@ -108,6 +115,7 @@ static void spawn_slot(struct pp_server *s, int i)
     pp_store_relaxed(&w->stop, 0);
     pp_store_relaxed(&w->pid, 0);
     pp__cons_reset(s, (uint32_t)i);
+    s->slots[i].last_msg_blk = 0;
     w->restart = s->cfg.restart;
     /* Worker 0 gets the last allowed CPU, and so on downwards: the host's
      * main thread usually runs on the first, and with one worker fewer

@@ -44,6 +44,8 @@ struct pp_slot {                 /* the engine's view of a worker slot */
     pid_t pid;
     bool repair_pending;         /* dead; its post-mortem is not done yet */
     int wstatus;
+    uint64_t last_msg_blk;       /* the last message block drained from it
+                                    (engine thread; pp__cons_repair) */
 };
 
 struct pp_fn_hash_ent {
@@ -143,6 +145,15 @@ PP_HIDDEN int pp__arg_put(struct pp_server *s, struct pp_rec *r, const void *arg
 PP_HIDDEN void pp__arg_free(struct pp_server *s, struct pp_rec *r);
 PP_HIDDEN const void *pp__res_data(struct pp_server *s, const struct pp_rec *r);
 PP_HIDDEN void pp__res_free(struct pp_server *s, struct pp_rec *r);
+/* A page-heap block a consumer wrote (a result, a message) goes back to
+ * it through its return ring, or to the heap. */
+PP_HIDDEN void pp__block_free(struct pp_server *s, uint32_t slot, uint64_t off, size_t len);
+
+/* ---- collect.c: collectors, the engine's side ---- */
+/* Moves the messages in slot's message ring to their collectors. */
+PP_HIDDEN void pp__coll_drain(struct pp_server *s, uint32_t slot);
+/* True when some message ring has messages. */
+PP_HIDDEN bool pp__coll_pending(struct pp_server *s);
 
 /* ---- task.c ---- */
 PP_HIDDEN int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,

@@ -579,6 +579,11 @@ static void dispatch_node(struct node *n)
         /* Many records in flight: the claim is for a post-mortem of a
          * dead process, which a node (a thread of this host) never has. */
         pp_ring_claim_done(&n->k.c->claim);
+        if (r->flags & PP_RF_COLLECT) { /* pp_connect after pp_collector_new */
+            fail_record(&n->k, r, tok, -EOPNOTSUPP,
+                        "a collector's job runs on local workers only (this version)");
+            continue;
+        }
         uint32_t fi = n->fl_free;
         n->fl_free = n->fl[fi].next_free;
         n->fl[fi].tok = tok;

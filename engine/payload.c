@@ -67,15 +67,18 @@ const void *pp__res_data(struct pp_server *s, const struct pp_rec *r)
 
 /* Gives a result block back to the consumer that wrote it (or to the page
  * heap when it has no return ring or that ring is full). */
+void pp__block_free(struct pp_server *s, uint32_t slot, uint64_t off, size_t len)
+{
+    unsigned cls = pp_pages_class(len);
+    if (slot == PP_RES_OWNER_HEAP || slot >= PP_MAX_SLOTS ||
+        !pp_ring_enqueue_mp(pp__ret_ring(s->sh, slot), PP_RET_ENC(cls, off)))
+        pp_pages_free(&s->sh->pages, &s->seg, off, len);
+}
+
 void pp__res_free(struct pp_server *s, struct pp_rec *r)
 {
-    if (r->res_where == PP_RES_BLOCK) {
-        unsigned cls = pp_pages_class(r->res_len);
-        if (r->res_slot == PP_RES_OWNER_HEAP || r->res_slot >= PP_MAX_SLOTS ||
-            !pp_ring_enqueue_mp(pp__ret_ring(s->sh, r->res_slot),
-                                PP_RET_ENC(cls, r->res_off)))
-            pp_pages_free(&s->sh->pages, &s->seg, r->res_off, r->res_len);
-    }
+    if (r->res_where == PP_RES_BLOCK)
+        pp__block_free(s, r->res_slot, r->res_off, r->res_len);
     r->res_where = PP_RES_TINY;
     r->res_len = 0;
 }
@@ -130,6 +133,8 @@ void pp__res_settle(struct pp_job *job)
         pp__cons_block_release(&job->w->k, job->res_block);
     } else if (job->res == rec->inl_res) {
         rec->res_where = PP_RES_INLINE;
+    } else if (!job->res && (rec->flags & PP_RF_COLLECT)) {
+        rec->res_where = PP_RES_NONE; /* its collector gets no result message */
     } else {
         memcpy(rec->tiny_res, job->tiny, job->res_len <= PP_TINY ? job->res_len : PP_TINY);
         rec->res_where = PP_RES_TINY;

@@ -409,6 +409,89 @@ PP_EXPORT int pp_job_fail(pp_job *job, int code, const char *fmt, ...)
 /* Index of the worker running the job (0 .. PP_MAX_WORKERS-1). */
 PP_EXPORT int pp_job_worker(pp_job *job);
 
+/*
+ * Sends one message (len bytes, copied into shared memory) to whoever
+ * collects this job (pp_collector_submit), before the job returns; any
+ * number of times.  Messages reach the collector in the order sent,
+ * before the job's result.  Up to PP_INLINE_MAX bytes travel in the
+ * worker's message ring; larger ones in a page-heap block that the
+ * reader sees in place.  Returns 0, -E2BIG (len > PP_MAX_PAYLOAD),
+ * -ENOMEM, -EINVAL, or -ENOTCONN for a job nobody collects (pp_submit).
+ */
+PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Collectors (pprocess styles)                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A collector groups jobs and hands their messages (each pp_job_send,
+ * then the job's result if it set one, or its failure) to one reader:
+ *   PP_ORDERED  job by job in submission order, each job's messages in
+ *               the order sent (pprocess Map); a job's messages are
+ *               delivered as they come while it is the oldest unread one
+ *   PP_ARRIVAL  as they arrive, whichever job sent them (pprocess Queue)
+ * with at most `limit` of its jobs in flight (0 = no limit).
+ *
+ * Threads.  Each call takes the collector's lock; submit may run in one
+ * thread while another reads.  Destroy a collector before its server.
+ * This version runs collectors' jobs on local workers only:
+ * pp_collector_new refuses a server with remote nodes (-EOPNOTSUPP).
+ * Messages wait in host memory until read (no bound: a reader that falls
+ * behind a fast sender makes the host's memory grow).
+ */
+typedef struct pp_collector pp_collector;
+enum pp_order { PP_ORDERED, PP_ARRIVAL };
+#define PP_END 1 /* pp_collector_next: every job submitted so far is done and read */
+
+/* 0 and *ret, or -EINVAL, -ENOMEM, -EOPNOTSUPP (the server has nodes). */
+PP_EXPORT int pp_collector_new(pp_server *srv, enum pp_order order, unsigned limit,
+                               pp_collector **ret);
+
+/*
+ * Submits fn(arg) as one of the collector's jobs; blocks while `limit`
+ * of them are in flight (sent, and their last message not yet arrived).
+ * Returns 0, or pp_submit's errors.  It may be called after
+ * pp_collector_next returned PP_END: the collector goes on.
+ */
+PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len);
+
+/*
+ * The next message: 0 with *data and *len (a view valid until the next
+ * call on the collector); PP_END when every job submitted so far is done
+ * and each of its messages was read; -ETIMEDOUT after timeout_ms (-1 =
+ * no limit, 0 = only what is there); -EINVAL.  After it returned 0,
+ * pp_collector_status, pp_collector_error and pp_collector_job describe
+ * the message.  A failed job (its function returned < 0, it crashed, the
+ * server was destroyed) is delivered after the messages it sent, as one
+ * message holding its error text.
+ */
+PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
+                                int timeout_ms);
+
+/* The message last returned: 0 for a value the job sent; for its last
+ * message (its result or its failure) the job's status (>= 0, or < 0). */
+PP_EXPORT int pp_collector_status(pp_collector *c);
+/* Its job's error text (a failure), else NULL. */
+PP_EXPORT const char *pp_collector_error(pp_collector *c);
+/* Its job's submission index on this collector (0, 1, ...). */
+PP_EXPORT uint64_t pp_collector_job(pp_collector *c);
+
+/*
+ * Exchange (pprocess store_data): calls handler(data, len, arg) in the
+ * calling thread for every message, failures included (see
+ * pp_collector_status inside the handler), until PP_END.  Returns 0, or
+ * the status of the first job that failed (all messages are still
+ * delivered).
+ */
+PP_EXPORT int pp_collector_finish(pp_collector *c,
+                                  void (*handler)(const void *data, size_t len, void *arg),
+                                  void *arg);
+
+/* Waits for the collector's jobs to finish, drops what was not read,
+ * frees it.  NULL is a no-op. */
+PP_EXPORT void pp_collector_destroy(pp_collector *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -70,7 +70,8 @@ static inline uint32_t pp_tok_gen(uint64_t tok) { return (uint32_t)(tok >> 32); 
 
 /* Arguments and results of at most PP_TINY bytes travel in line 0. */
 #define PP_TINY 8u
-enum { PP_RES_TINY, PP_RES_INLINE, PP_RES_BLOCK }; /* rec->res_where */
+enum { PP_RES_TINY, PP_RES_INLINE, PP_RES_BLOCK, /* rec->res_where */
+       PP_RES_NONE };  /* a collector's job that set no result (read as TINY, 0 bytes) */
 #define PP_RES_OWNER_HEAP 0xffffffffu /* res_slot: free the block to the heap */
 
 /* rec->flags (written by the submitter before QUEUED) */
@@ -82,6 +83,8 @@ enum {
     PP_RF_MAP = 1u << 3,       /* a pp_map chunk */
     PP_RF_ARG_EXT = 1u << 4,   /* argument at arg_off (arena copy, or the
                                   caller's pp_shm_alloc block in place) */
+    PP_RF_COLLECT = 1u << 5,   /* a collector's job: pp_job_send works, and
+                                  "no result" is told apart (PP_RES_NONE) */
 };
 
 struct pp_rec {

@@ -92,6 +92,11 @@ static int setup_segment(struct pp_server *s)
     for (uint32_t i = 0; i < PP_MAX_SLOTS; i++)
         pp_ring_init(pp__ret_ring(sh, i), PP_RET_RING_CAP);
     off += (uint64_t)PP_MAX_SLOTS * sh->ret_stride;
+    sh->msg_off = off;
+    sh->msg_stride = page_up(pp_bring_bytes(PP_MSG_RING_CAP));
+    for (uint32_t i = 0; i < PP_MAX_SLOTS; i++)
+        pp_bring_init(pp__msg_ring(sh, i), PP_MSG_RING_CAP);
+    off += (uint64_t)PP_MAX_SLOTS * sh->msg_stride;
     if (off >= s->seg.size / 2)
         return -EINVAL;
     uint64_t half = page_up(off + (s->seg.size - off) / 2);

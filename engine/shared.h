@@ -18,6 +18,7 @@
 #include "fnid.h"
 #include "record.h"
 #include "../shm/futex.h"
+#include "../shm/bring.h"
 #include "../shm/pages.h"
 #include "../shm/ring.h"
 
@@ -26,6 +27,8 @@
 #define PP_DONE_RING_CAP (1u << 14)    /* per consumer, to the engine */
 #define PP_RET_RING_CAP 256u           /* per consumer: result blocks the
                                           host freed, back to their writer */
+#define PP_MSG_RING_CAP (128u << 10)   /* per consumer: bytes of messages
+                                          (pp_job_send) to the engine */
 #define PP_REC_CHUNK 1024u             /* records allocated together */
 #define PP_REC_MAX_CHUNKS 4096u        /* 4M records in flight at most */
 
@@ -66,6 +69,8 @@ struct pp_shared {
     uint64_t done_stride;
     uint64_t ret_off;             /* PP_MAX_WORKERS struct pp_ring */
     uint64_t ret_stride;
+    uint64_t msg_off;             /* PP_MAX_SLOTS struct pp_bring */
+    uint64_t msg_stride;
     int engine_efd;               /* eventfd: wakes the engine thread */
     uint32_t busy_poll;
     uint64_t spin_ns;
@@ -122,6 +127,12 @@ static inline struct pp_spsc *pp__done_ring(struct pp_shared *sh, uint32_t slot)
 static inline struct pp_ring *pp__ret_ring(struct pp_shared *sh, uint32_t slot)
 {
     return (struct pp_ring *)((char *)sh + sh->ret_off + (uint64_t)slot * sh->ret_stride);
+}
+
+/* A consumer's messages to the engine (pp_job_send; channel.c). */
+static inline struct pp_bring *pp__msg_ring(struct pp_shared *sh, uint32_t slot)
+{
+    return (struct pp_bring *)((char *)sh + sh->msg_off + (uint64_t)slot * sh->msg_stride);
 }
 
 /* Iterating over every consumer slot ever used: workers [0, slots_used),

@@ -146,6 +146,7 @@ static void run(struct pp_worker *w, struct pp_rec *rec, uint64_t tok)
     struct pp_job job = {
         .w = w,
         .rec = rec,
+        .tok = tok,
         .res = NULL,
         .arg = (rec->flags & PP_RF_ARG_EXT) ? (const void *)pp_seg_ptr(&w->k.seg, rec->arg_off)
                : len <= PP_TINY                ? (const void *)rec->tiny_arg
@@ -237,6 +238,55 @@ PP_EXPORT int pp_job_fail(pp_job *job, int code, const char *fmt, ...)
 PP_EXPORT int pp_job_worker(pp_job *job)
 {
     return job ? (int)job->w->k.slot : -EINVAL;
+}
+
+/* Kinds of message-ring entries (collect.c reads them). */
+enum { MSG_DATA = 0, MSG_BLOCK = 1 };
+
+/* Puts one entry in our message ring, waiting while it is full: the
+ * engine drains it into host memory, so that is brief.  The engine is
+ * woken as for a finished job (Dekker with its sleep flag). */
+static void msg_put(struct pp_job *job, uint16_t kind, const void *p, uint32_t len)
+{
+    struct pp_cons *k = &job->w->k;
+    struct pp_bring *b = pp__msg_ring(k->sh, k->slot);
+    uint64_t one = 1;
+    while (!pp_bring_put(b, kind, 0, job->tok, p, len)) {
+        (void)!write(k->sh->engine_efd, &one, sizeof(one));
+        sched_yield();
+    }
+    /* Pairs with the engine's fence between setting engine_sleeping and
+     * looking at the rings (engine.c). */
+    pp_fence_seq_cst();
+    if (pp_load_relaxed(&k->sh->engine_sleeping))
+        (void)!write(k->sh->engine_efd, &one, sizeof(one));
+}
+
+PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len)
+{
+    if (!job || (!data && len))
+        return -EINVAL;
+    if (!job->rec || !(job->rec->flags & PP_RF_COLLECT) || job->map_slot)
+        return -ENOTCONN;
+    if (len > PP_MAX_PAYLOAD)
+        return -E2BIG;
+    if (len <= PP_INLINE_MAX) {
+        msg_put(job, MSG_DATA, data, (uint32_t)len);
+        return 0;
+    }
+    /* A page-heap block, as for a large result: the reader sees it in
+     * place and gives it back through our return ring.  held[] names it
+     * until the entry is in the ring (a post-mortem frees it before, the
+     * collector after: pp__cons_repair keeps the last one sent). */
+    struct pp_cons *k = &job->w->k;
+    uint64_t off = pp__cons_block_get(k, len);
+    if (!off)
+        return -ENOMEM;
+    memcpy(pp_seg_ptr(&k->seg, off), data, len);
+    struct { uint64_t off, len; } ref = { off, len };
+    msg_put(job, MSG_BLOCK, &ref, sizeof(ref));
+    pp__cons_block_release(k, off);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- */

@@ -18,6 +18,7 @@ struct pp_worker {
 struct pp_job {
     struct pp_worker *w;
     struct pp_rec *rec;
+    uint64_t tok;            /* its token: names it in pp_job_send's messages */
     const void *arg;
     size_t arg_len;
     void *res;               /* where the result is */

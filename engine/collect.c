@@ -1,0 +1,552 @@
+/*
+ * collect.c - collectors (pprocess Map, Queue, Exchange) on the job path.
+ *
+ * A collector's job is an ordinary record with PP_RF_COLLECT and an
+ * engine callback whose argument is the job's struct cjob.  Its messages
+ * (pp_job_send, worker.c) go through its consumer's message ring
+ * (shm/bring.h) to the engine thread, which appends them to the
+ * collector's queue here; the job's result or failure is appended by the
+ * callback, which the engine runs after it drained that consumer's
+ * messages (pp__drain_slot), so it always comes last.  Small messages are
+ * copied into the queue's chunks (no allocation per message); large ones
+ * stay in the page-heap block the worker wrote them into, and the reader
+ * sees them there.
+ *
+ * Queues.  PP_ARRIVAL: one queue.  PP_ORDERED: one queue per job, jobs in
+ * submission order; the reader drains the oldest job's queue (while it
+ * runs, too) and moves on when its last message is read.
+ *
+ * Everything below is under the collector's lock; the engine thread
+ * takes it once per run of messages of one collector.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK_BYTES (64u << 10)
+
+enum { IT_DATA, IT_BLOCK, IT_RESULT, IT_FAIL, IT_NONE };
+
+/* One queued message, in a chunk: the header, then (IT_DATA, IT_FAIL) its
+ * bytes, padded to 8. */
+struct item {
+    uint32_t len;
+    uint16_t kind;
+    uint16_t slot;           /* IT_BLOCK: the consumer whose block it is */
+    int32_t status;          /* IT_RESULT, IT_FAIL */
+    uint32_t pad;
+    uint64_t job;            /* submission index */
+    uint64_t ref;            /* IT_BLOCK: segment offset; IT_RESULT/FAIL/NONE: pp_task * */
+};
+
+struct chunk {
+    struct chunk *next;
+    size_t used, read;
+    _Alignas(8) unsigned char buf[CHUNK_BYTES];
+};
+
+struct queue {
+    struct chunk *head, *tail;
+};
+
+struct cjob {
+    struct pp_collector *c;
+    uint64_t index;
+    struct cjob *next;       /* PP_ORDERED: submission order */
+    struct queue q;          /* PP_ORDERED: its messages */
+    bool final;              /* its last message is queued */
+};
+
+struct pp_collector {
+    struct pp_server *s;
+    enum pp_order order;
+    unsigned limit;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;     /* a message arrived, a job finished */
+    uint64_t submitted;      /* jobs accepted */
+    uint64_t finals;         /* of which the last message arrived */
+    uint64_t finals_read;    /* of which the last message was read */
+    unsigned readers_waiting, submitters_waiting;
+    struct queue q;          /* PP_ARRIVAL */
+    struct cjob *first, *last; /* PP_ORDERED: jobs not fully read */
+    /* The message last returned, and what to free at the next call. */
+    struct item cur;
+    const char *cur_err;
+    bool cur_valid;
+};
+
+/* ---------------------------------------------------------------- */
+/* Queues                                                             */
+/* ---------------------------------------------------------------- */
+
+static size_t item_size(uint32_t len, int kind)
+{
+    size_t data = kind == IT_DATA || kind == IT_FAIL ? ((size_t)len + 7u) & ~(size_t)7u : 0;
+    return sizeof(struct item) + data;
+}
+
+/* Appends an item; false when out of memory (the message is dropped and
+ * the caller says so). */
+static bool q_put(struct queue *q, const struct item *it, const void *data)
+{
+    size_t need = item_size(it->len, it->kind);
+    struct chunk *c = q->tail;
+    if (!c || CHUNK_BYTES - c->used < need) {
+        c = malloc(sizeof(*c));
+        if (!c)
+            return false;
+        c->next = NULL;
+        c->used = c->read = 0;
+        if (q->tail)
+            q->tail->next = c;
+        else
+            q->head = c;
+        q->tail = c;
+    }
+    memcpy(c->buf + c->used, it, sizeof(*it));
+    if (need > sizeof(*it) && it->len)
+        memcpy(c->buf + c->used + sizeof(*it), data, it->len);
+    c->used += need;
+    return true;
+}
+
+/* The oldest item, or NULL.  Frees chunks read to the end. */
+static struct item *q_peek(struct queue *q)
+{
+    struct chunk *c;
+    while ((c = q->head) && c->read == c->used) {
+        if (c == q->tail) {
+            c->read = c->used = 0; /* keep the last one for reuse */
+            return NULL;
+        }
+        q->head = c->next;
+        free(c);
+    }
+    return c ? (struct item *)(void *)(c->buf + c->read) : NULL;
+}
+
+static void q_pop(struct queue *q, struct item *it)
+{
+    q->head->read += item_size(it->len, it->kind);
+}
+
+/* ---------------------------------------------------------------- */
+/* What an item holds                                                 */
+/* ---------------------------------------------------------------- */
+
+static void item_free(struct pp_server *s, const struct item *it)
+{
+    if (it->kind == IT_BLOCK)
+        pp__block_free(s, it->slot, it->ref, it->len);
+    else if (it->kind == IT_RESULT || it->kind == IT_FAIL || it->kind == IT_NONE)
+        pp_task_release((pp_task *)(uintptr_t)it->ref);
+}
+
+static void q_free(struct pp_server *s, struct queue *q)
+{
+    struct item *it;
+    while ((it = q_peek(q)) != NULL) {
+        item_free(s, it);
+        q_pop(q, it);
+    }
+    free(q->head);
+    q->head = q->tail = NULL;
+}
+
+static struct queue *job_queue(struct pp_collector *c, struct cjob *j)
+{
+    return c->order == PP_ORDERED ? &j->q : &c->q;
+}
+
+static void wake_reader(struct pp_collector *c)
+{
+    if (c->readers_waiting)
+        pthread_cond_broadcast(&c->cond);
+}
+
+/* ---------------------------------------------------------------- */
+/* The engine side                                                    */
+/* ---------------------------------------------------------------- */
+
+/* The job's last message: its result, its failure, or (no result set)
+ * nothing the reader sees.  Engine thread, from the task's callback. */
+static void on_done(pp_task *t, void *arg)
+{
+    struct cjob *j = arg;
+    struct pp_collector *c = j->c;
+    const void *data = NULL;
+    size_t len = 0;
+    int status = pp_task_result(t, &data, &len);
+    const char *err = pp_task_error(t);
+    struct item it = { .status = status, .job = j->index, .ref = (uint64_t)(uintptr_t)t };
+    if (status < 0) {
+        it.kind = IT_FAIL;
+        if (!err)
+            err = strerror(-status);
+        it.len = (uint32_t)strlen(err);
+        data = err;
+    } else {
+        it.kind = t->rec->res_where == PP_RES_NONE ? IT_NONE : IT_RESULT;
+        it.len = (uint32_t)len;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (!q_put(job_queue(c, j), &it, data))
+        pp_task_release(t); /* out of memory: the job's end is still counted */
+    j->final = true;
+    c->finals++;
+    if (c->order == PP_ARRIVAL)
+        free(j); /* nothing else names it */
+    pthread_cond_broadcast(&c->cond); /* readers, and submitters under limit */
+    pthread_mutex_unlock(&c->lock);
+}
+
+struct drain_ctx {
+    struct pp_server *s;
+    uint32_t slot;
+    struct pp_collector *locked;
+};
+
+/* A block message's payload in the ring (worker.c, pp_job_send). */
+struct blk_ref {
+    uint64_t off, len;
+};
+
+/* Where a block could be: page aligned, inside the page heap. */
+static bool block_plausible(struct pp_server *s, uint64_t off, uint64_t len)
+{
+    const struct pp_pages *pa = &s->sh->pages;
+    return len && len <= PP_MAX_PAYLOAD && off % PP_PAGE == 0 && off >= pa->start &&
+           off < pa->end && len <= pa->end - off;
+}
+
+static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned char *payload)
+{
+    struct drain_ctx *d = ctx;
+    struct pp_server *s = d->s;
+    uint32_t idx = pp_tok_idx(h->tag);
+    bool block = h->kind == IT_BLOCK;
+    struct blk_ref b = { 0, 0 };
+    if (block) {
+        if (h->len != sizeof(b))
+            return;
+        memcpy(&b, payload, sizeof(b));
+        if (!block_plausible(s, b.off, b.len))
+            return; /* not a block of ours: nothing to free or show */
+        if (d->slot < PP_MAX_WORKERS)
+            s->slots[d->slot].last_msg_blk = b.off; /* see pp__cons_repair */
+    } else if (h->kind != IT_DATA) {
+        return;
+    }
+    /* Whose job: a collector's record in the token's generation whose
+     * callback has not run (running, or published EXECUTED and waiting
+     * in the done ring behind this drain); acquire of nrecs: as
+     * pp__handle_done. */
+    struct pp_task *t = NULL;
+    if (idx < pp_load_acquire(&s->sh->nrecs)) {
+        t = pp__task_of(s, idx);
+        uint64_t st = pp_load_acquire(&t->rec->state);
+        uint32_t ph = pp_st_phase(st);
+        if (pp_st_gen(st) != pp_tok_gen(h->tag) ||
+            (ph != PP_ST_QUEUED && ph != PP_ST_EXECUTED) || t->cb != on_done)
+            t = NULL;
+    }
+    if (!t) {
+        if (block)
+            pp__block_free(s, d->slot, b.off, (size_t)b.len);
+        return;
+    }
+    struct cjob *j = t->cb_arg;
+    struct pp_collector *c = j->c;
+    if (d->locked != c) {
+        if (d->locked) {
+            wake_reader(d->locked);
+            pthread_mutex_unlock(&d->locked->lock);
+        }
+        pthread_mutex_lock(&c->lock);
+        d->locked = c;
+    }
+    struct item it = { .len = block ? (uint32_t)b.len : h->len,
+                       .kind = block ? IT_BLOCK : IT_DATA,
+                       .slot = (uint16_t)d->slot, .job = j->index, .ref = b.off };
+    if (!q_put(job_queue(c, j), &it, payload) && block)
+        pp__block_free(s, d->slot, b.off, (size_t)b.len);
+}
+
+void pp__coll_drain(struct pp_server *s, uint32_t slot)
+{
+    struct pp_bring *b = pp__msg_ring(s->sh, slot);
+    if (pp_bring_empty(b))
+        return;
+    struct drain_ctx d = { s, slot, NULL };
+    pp_bring_drain(b, drain_one, &d);
+    if (d.locked) {
+        wake_reader(d.locked);
+        pthread_mutex_unlock(&d.locked->lock);
+    }
+}
+
+bool pp__coll_pending(struct pp_server *s)
+{
+    PP_FOR_EACH_SLOT(s->sh, i)
+        if (!pp_bring_empty(pp__msg_ring(s->sh, i)))
+            return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------- */
+/* API                                                                */
+/* ---------------------------------------------------------------- */
+
+PP_EXPORT int pp_collector_new(pp_server *s, enum pp_order order, unsigned limit,
+                               pp_collector **ret)
+{
+    if (!s || !ret || (order != PP_ORDERED && order != PP_ARRIVAL))
+        return -EINVAL;
+    if (pp_load_relaxed(&s->sh->has_nodes))
+        return -EOPNOTSUPP;
+    struct pp_collector *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->s = s;
+    c->order = order;
+    c->limit = limit;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    *ret = c;
+    return 0;
+}
+
+static void unlink_job(struct pp_collector *c, struct cjob *j)
+{
+    struct cjob **p = &c->first, *prev = NULL;
+    while (*p && *p != j) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (!*p)
+        return;
+    *p = j->next;
+    if (c->last == j)
+        c->last = prev;
+}
+
+PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len)
+{
+    if (!c || !fn || (!arg && len))
+        return -EINVAL;
+    uint32_t id;
+    int r = pp__fn_id(c->s, fn, &id);
+    if (r < 0)
+        return r;
+    struct cjob *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -ENOMEM;
+    j->c = c;
+    pthread_mutex_lock(&c->lock);
+    while (c->limit && c->submitted - c->finals >= c->limit) {
+        c->submitters_waiting++;
+        pthread_cond_wait(&c->cond, &c->lock);
+        c->submitters_waiting--;
+    }
+    j->index = c->submitted++;
+    if (c->order == PP_ORDERED) { /* before it can send anything */
+        if (c->last)
+            c->last->next = j;
+        else
+            c->first = j;
+        c->last = j;
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* Not under the lock: the submit may block (max_queued), and the
+     * engine takes the lock to deliver. */
+    pp_task *t;
+    r = pp__submit_id(c->s, id, 0, arg, len, PP_RF_COLLECT, on_done, j, &t);
+    if (r < 0) {
+        pthread_mutex_lock(&c->lock);
+        if (c->order == PP_ORDERED)
+            unlink_job(c, j);
+        /* Counted as one that ended and was read, so that PP_END and the
+         * limit still add up (indices stay as given). */
+        c->finals++;
+        c->finals_read++;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+        free(j);
+    }
+    return r;
+}
+
+/* What the reader was given last goes (a block back to its consumer, a
+ * task released). */
+static void drop_current(struct pp_collector *c)
+{
+    if (c->cur_valid)
+        item_free(c->s, &c->cur);
+    c->cur_valid = false;
+    c->cur_err = NULL;
+}
+
+/* The next item the reader may have, popped, or NULL. */
+static struct item *take_item(struct pp_collector *c, struct queue **qp)
+{
+    if (c->order == PP_ARRIVAL) {
+        *qp = &c->q;
+        return q_peek(&c->q);
+    }
+    struct cjob *j;
+    while ((j = c->first) != NULL) {
+        struct item *it = q_peek(&j->q);
+        if (it) {
+            *qp = &j->q;
+            return it;
+        }
+        if (!j->final)
+            return NULL; /* the oldest job runs: its next message first */
+        c->first = j->next; /* its last message was read */
+        if (c->last == j)
+            c->last = NULL;
+        q_free(c->s, &j->q);
+        free(j);
+    }
+    return NULL;
+}
+
+static int next_locked(pp_collector *c, const void **data, size_t *len, int timeout_ms)
+{
+    struct timespec dl;
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    drop_current(c);
+    for (;;) {
+        struct queue *q;
+        struct item *it = take_item(c, &q);
+        if (it) {
+            c->cur = *it;
+            const unsigned char *bytes = (const unsigned char *)(it + 1);
+            q_pop(q, it); /* the chunk stays until the next call: the view */
+            c->cur_valid = true;
+            bool final = c->cur.kind >= IT_RESULT;
+            if (final)
+                c->finals_read++;
+            if (c->cur.kind == IT_NONE) {
+                drop_current(c);
+                continue;
+            }
+            pp_task *t = (pp_task *)(uintptr_t)c->cur.ref;
+            switch (c->cur.kind) {
+            case IT_DATA:
+                *data = bytes;
+                break;
+            case IT_BLOCK:
+                *data = pp_seg_ptr(&c->s->seg, c->cur.ref);
+                break;
+            case IT_RESULT: {
+                const void *d;
+                size_t l;
+                pp_task_result(t, &d, &l);
+                *data = d;
+                break;
+            }
+            default: /* IT_FAIL: the error text, also as pp_collector_error */
+                *data = bytes;
+                c->cur_err = pp_task_error(t) ? pp_task_error(t) : (const char *)bytes;
+                break;
+            }
+            *len = c->cur.len;
+            if (!final)
+                c->cur.status = 0;
+            return 0;
+        }
+        if (c->finals_read == c->submitted && !c->first)
+            return PP_END;
+        if (timeout_ms == 0)
+            return -ETIMEDOUT;
+        c->readers_waiting++;
+        int w = timeout_ms < 0 ? pthread_cond_wait(&c->cond, &c->lock)
+                               : pthread_cond_timedwait(&c->cond, &c->lock, &dl);
+        c->readers_waiting--;
+        if (w == ETIMEDOUT)
+            return -ETIMEDOUT;
+    }
+}
+
+PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len, int timeout_ms)
+{
+    if (!c || !data || !len || timeout_ms < -1)
+        return -EINVAL;
+    if (pp__in_engine(c->s))
+        return -EDEADLK; /* from a callback: the engine would wait for itself */
+    pthread_mutex_lock(&c->lock);
+    int r = next_locked(c, data, len, timeout_ms);
+    pthread_mutex_unlock(&c->lock);
+    return r;
+}
+
+PP_EXPORT int pp_collector_status(pp_collector *c)
+{
+    return c && c->cur_valid ? c->cur.status : 0;
+}
+
+PP_EXPORT const char *pp_collector_error(pp_collector *c)
+{
+    return c && c->cur_valid ? c->cur_err : NULL;
+}
+
+PP_EXPORT uint64_t pp_collector_job(pp_collector *c)
+{
+    return c && c->cur_valid ? c->cur.job : 0;
+}
+
+PP_EXPORT int pp_collector_finish(pp_collector *c,
+                                  void (*handler)(const void *data, size_t len, void *arg),
+                                  void *arg)
+{
+    if (!c || !handler)
+        return -EINVAL;
+    int first_fail = 0, r;
+    const void *d;
+    size_t n;
+    while ((r = pp_collector_next(c, &d, &n, -1)) == 0) {
+        if (c->cur.kind == IT_FAIL && !first_fail)
+            first_fail = c->cur.status;
+        handler(d, n, arg);
+    }
+    return r == PP_END ? first_fail : r;
+}
+
+PP_EXPORT void pp_collector_destroy(pp_collector *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->lock);
+    while (c->finals < c->submitted) /* the engine still delivers to us */
+        pthread_cond_wait(&c->cond, &c->lock);
+    drop_current(c);
+    q_free(c->s, &c->q);
+    while (c->first) {
+        struct cjob *j = c->first;
+        c->first = j->next;
+        q_free(c->s, &j->q);
+        free(j);
+    }
+    pthread_mutex_unlock(&c->lock);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}

@@ -1,0 +1,490 @@
+// Description: collectors and pp_job_send: submission and arrival order, many values per job, limit, failures and crashes mid-stream (also SIGKILLs at random instants), message sizes 0..PP_MAX_PAYLOAD, Exchange (finish), errors.
+#include <signal.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "helpers.h"
+
+using namespace pptest;
+
+namespace {
+
+struct StreamArg {
+    uint64_t job;      /* its own number */
+    uint64_t nvalues;  /* values to send: job * 1000000 + k */
+    uint32_t delay_us; /* spin before sending */
+    int32_t end;       /* 0: result = job; 1: no result; 2: fail after the values;
+                          3: crash (SIGSEGV) after the values; 4: result of `size` bytes */
+    uint64_t size;     /* end 4, and the size of each value when > 8 (pattern) */
+    uint32_t gap_us;   /* spin between values */
+};
+
+void spin_us(uint32_t us)
+{
+    auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+    while (std::chrono::steady_clock::now() < end) {
+    }
+}
+
+extern "C" int job_stream(pp_job *job)
+{
+    size_t len;
+    StreamArg a;
+    memcpy(&a, pp_job_arg(job, &len), sizeof(a));
+    long now = scratch()->running.fetch_add(1) + 1;
+    long seen = scratch()->max_running.load();
+    while (now > seen && !scratch()->max_running.compare_exchange_weak(seen, now)) {
+    }
+    spin_us(a.delay_us);
+    std::vector<unsigned char> big(a.size > 8 ? a.size : 0);
+    for (uint64_t k = 0; k < a.nvalues; k++) {
+        int r;
+        if (a.size > 8) {
+            fill_pattern(big.data(), big.size(), a.job * 1000000 + k);
+            r = pp_job_send(job, big.data(), big.size());
+        } else {
+            uint64_t v = a.job * 1000000 + k;
+            r = pp_job_send(job, &v, sizeof v);
+        }
+        if (r < 0) {
+            scratch()->running.fetch_sub(1);
+            return pp_job_fail(job, r, "pp_job_send: %s", strerror(-r));
+        }
+        if (a.gap_us)
+            spin_us(a.gap_us);
+    }
+    scratch()->running.fetch_sub(1);
+    switch (a.end) {
+    case 1:
+        return 0;
+    case 2:
+        return pp_job_fail(job, EIO, "job %llu failed after its values",
+                           (unsigned long long)a.job);
+    case 3:
+        raise(SIGSEGV);
+        return 0;
+    case 4: {
+        void *out = pp_job_result(job, a.size);
+        if (!out)
+            return -ENOMEM;
+        fill_pattern(out, a.size, a.job);
+        return 0;
+    }
+    default: {
+        uint64_t *out = static_cast<uint64_t *>(pp_job_result(job, sizeof(uint64_t)));
+        *out = a.job;
+        return 7;
+    }
+    }
+}
+
+extern "C" int job_send_unconnected(pp_job *job)
+{
+    uint64_t v = 1;
+    int r = pp_job_send(job, &v, sizeof v);
+    int *out = static_cast<int *>(pp_job_result(job, sizeof(int)));
+    *out = r;
+    return 0;
+}
+
+class Collect : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        scratch_reset();
+        srv = make_server(4);
+        ASSERT_TRUE(srv);
+    }
+    void TearDown() override { srv.reset(); }
+
+    pp_collector *make(pp_order order, unsigned limit = 0)
+    {
+        pp_collector *c = nullptr;
+        EXPECT_EQ(pp_collector_new(srv.get(), order, limit, &c), 0);
+        return c;
+    }
+    ServerPtr srv;
+};
+
+struct Msg {
+    uint64_t job;
+    int status;
+    std::string err;
+    std::vector<unsigned char> data;
+};
+
+// Reads until PP_END (or a failure of next), each message copied.
+std::vector<Msg> read_all(pp_collector *c, int timeout_ms = 60000)
+{
+    std::vector<Msg> out;
+    const void *d;
+    size_t n;
+    int r;
+    while ((r = pp_collector_next(c, &d, &n, timeout_ms)) == 0) {
+        Msg m;
+        m.job = pp_collector_job(c);
+        m.status = pp_collector_status(c);
+        m.err = pp_collector_error(c) ? pp_collector_error(c) : "";
+        m.data.assign(static_cast<const unsigned char *>(d),
+                      static_cast<const unsigned char *>(d) + n);
+        out.push_back(std::move(m));
+    }
+    EXPECT_EQ(r, PP_END);
+    return out;
+}
+
+uint64_t u64(const Msg &m)
+{
+    uint64_t v = ~0ull;
+    if (m.data.size() == sizeof v)
+        memcpy(&v, m.data.data(), sizeof v);
+    return v;
+}
+
+// Job i sends i+1 values and finishes last when it was submitted first:
+// the reader still gets job 0's messages, then job 1's, ...; the result
+// comes after the values, with the job's status.  The collector goes on
+// after PP_END.
+TEST_F(Collect, OrderedFollowsSubmissionOrder)
+{
+    pp_collector *c = make(PP_ORDERED);
+    const int N = 24;
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            StreamArg a{ (uint64_t)i, (uint64_t)i + 1, (uint32_t)(N - i) * 400, 0, 0, 0 };
+            ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        }
+        std::vector<Msg> m = read_all(c);
+        size_t k = 0;
+        for (int i = 0; i < N; i++) {
+            for (int v = 0; v <= i; v++, k++) {
+                ASSERT_LT(k, m.size());
+                EXPECT_EQ(m[k].job, (uint64_t)(round * N + i));
+                EXPECT_EQ(m[k].status, 0);
+                EXPECT_EQ(u64(m[k]), (uint64_t)i * 1000000 + (uint64_t)v) << i << " " << v;
+            }
+            ASSERT_LT(k, m.size());
+            EXPECT_EQ(u64(m[k]), (uint64_t)i); // the result
+            EXPECT_EQ(m[k].status, 7);
+            EXPECT_EQ(m[k].job, (uint64_t)(round * N + i));
+            k++;
+        }
+        EXPECT_EQ(k, m.size());
+    }
+    const void *d;
+    size_t n;
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 0), PP_END);
+    pp_collector_destroy(c);
+}
+
+// Arrival order: every message once; each job's own messages in the
+// order sent, its result last; the quick jobs' results come before the
+// slow job's.
+TEST_F(Collect, ArrivalDeliversAsTheyCome)
+{
+    pp_collector *c = make(PP_ARRIVAL);
+    const int N = 16;
+    StreamArg slow{ 0, 3, 200000, 0, 0, 0 }; // 200 ms
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &slow, sizeof slow), 0);
+    for (int i = 1; i < N; i++) {
+        StreamArg a{ (uint64_t)i, 5, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    }
+    std::vector<Msg> m = read_all(c);
+    ASSERT_EQ(m.size(), (size_t)(3 + 1 + (N - 1) * 6));
+    std::map<uint64_t, uint64_t> next; // per job: the next value expected
+    std::map<uint64_t, bool> ended;
+    for (auto &x : m) {
+        ASSERT_FALSE(ended[x.job]) << "a message after the job's result";
+        if (x.status == 7) {
+            EXPECT_EQ(u64(x), x.job);
+            EXPECT_EQ(next[x.job], x.job == 0 ? 3u : 5u);
+            ended[x.job] = true;
+        } else {
+            EXPECT_EQ(u64(x), x.job * 1000000 + next[x.job]);
+            next[x.job]++;
+        }
+    }
+    EXPECT_EQ(ended.size(), (size_t)N);
+    EXPECT_EQ(m.back().job, 0u); // the slow one ends last
+    pp_collector_destroy(c);
+}
+
+// No more than `limit` of the collector's jobs run at once (the jobs
+// count themselves in shared memory), in both orders.
+TEST_F(Collect, LimitIsHonoured)
+{
+    for (pp_order o : { PP_ORDERED, PP_ARRIVAL }) {
+        scratch_reset();
+        pp_collector *c = make(o, 2);
+        for (int i = 0; i < 40; i++) {
+            StreamArg a{ (uint64_t)i, 2, 3000, 0, 0, 0 };
+            ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        }
+        std::vector<Msg> m = read_all(c);
+        EXPECT_EQ(m.size(), 40u * 3);
+        EXPECT_LE(scratch()->max_running.load(), 2);
+        EXPECT_GE(scratch()->max_running.load(), 1);
+        pp_collector_destroy(c);
+    }
+}
+
+// A continuous job: 100,000 values, in order, then its result.
+TEST_F(Collect, OneJobStreamsManyValues)
+{
+    for (pp_order o : { PP_ORDERED, PP_ARRIVAL }) {
+        pp_collector *c = make(o);
+        StreamArg a{ 3, 100000, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        const void *d;
+        size_t n;
+        for (uint64_t k = 0; k < 100000; k++) {
+            ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0) << k;
+            ASSERT_EQ(n, 8u);
+            uint64_t v;
+            memcpy(&v, d, 8);
+            ASSERT_EQ(v, 3000000 + k);
+        }
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+        EXPECT_EQ(pp_collector_status(c), 7);
+        EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+        pp_collector_destroy(c);
+    }
+}
+
+// A job that fails or crashes after sending: its values, then its
+// failure; the other jobs go on; a job with no result ends silently.
+TEST_F(Collect, FailuresComeAfterTheValuesSent)
+{
+    pp_collector *c = make(PP_ORDERED);
+    StreamArg ok{ 0, 2, 0, 0, 0, 0 }, fail{ 1, 3, 0, 2, 0, 0 }, crash{ 2, 4, 0, 3, 0, 0 },
+        none{ 3, 1, 0, 1, 0, 0 }, after{ 4, 1, 0, 0, 0, 0 };
+    for (StreamArg *a : { &ok, &fail, &crash, &none, &after })
+        ASSERT_EQ(pp_collector_submit(c, job_stream, a, sizeof *a), 0);
+    std::vector<Msg> m = read_all(c);
+    ASSERT_EQ(m.size(), 3u + 4u + 5u + 1u + 2u);
+    EXPECT_EQ(m[4].job, 1u);
+    EXPECT_EQ(u64(m[5]), 1000002u);
+    EXPECT_EQ(m[6].job, 1u);
+    EXPECT_EQ(m[6].status, -EIO);
+    EXPECT_EQ(m[6].err, "job 1 failed after its values");
+    EXPECT_EQ(std::string(m[6].data.begin(), m[6].data.end()), m[6].err);
+    for (int k = 0; k < 4; k++)
+        EXPECT_EQ(u64(m[7 + k]), 2000000u + (uint64_t)k);
+    EXPECT_EQ(m[11].job, 2u);
+    EXPECT_EQ(m[11].status, -ECHILD);
+    EXPECT_NE(m[11].err.find("signal"), std::string::npos) << m[11].err;
+    EXPECT_EQ(m[12].job, 3u); // its one value; no result message
+    EXPECT_EQ(m[12].status, 0);
+    EXPECT_EQ(m[13].job, 4u);
+    EXPECT_EQ(m[14].status, 7);
+    pp_collector_destroy(c);
+}
+
+// Sizes through the inline path, the block path and the largest payload;
+// -E2BIG beyond it.  Each value is a pattern checked in place.
+TEST_F(Collect, MessageSizes)
+{
+    pp_collector *c = make(PP_ARRIVAL);
+    for (uint64_t size : { 9ull, 100ull, 192ull, 193ull, 4096ull, 1ull << 20, 16ull << 20 }) {
+        StreamArg a{ size, 3, 0, 1, size, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        for (uint64_t k = 0; k < 3; k++) {
+            const void *d;
+            size_t n;
+            ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0) << size;
+            ASSERT_EQ(n, size);
+            EXPECT_TRUE(check_pattern(d, n, size * 1000000 + k)) << size << " " << k;
+        }
+    }
+    const void *d;
+    size_t n;
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+    pp_collector_destroy(c);
+}
+
+extern "C" int job_send_sizes(pp_job *job)
+{
+    int r[3];
+    static const unsigned char zero = 0;
+    r[0] = pp_job_send(job, &zero, 0);
+    std::vector<unsigned char> big(PP_MAX_PAYLOAD);
+    fill_pattern(big.data(), big.size(), 42);
+    r[1] = pp_job_send(job, big.data(), big.size());
+    r[2] = pp_job_send(job, big.data(), (size_t)PP_MAX_PAYLOAD + 1);
+    int *out = static_cast<int *>(pp_job_result(job, sizeof r));
+    memcpy(out, r, sizeof r);
+    return 0;
+}
+
+TEST_F(Collect, EmptyAndLargestMessages)
+{
+    pp_collector *c = make(PP_ORDERED);
+    ASSERT_EQ(pp_collector_submit(c, job_send_sizes, nullptr, 0), 0);
+    const void *d;
+    size_t n;
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 120000), 0);
+    EXPECT_EQ(n, 0u);
+    EXPECT_NE(d, nullptr);
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 120000), 0);
+    ASSERT_EQ(n, (size_t)PP_MAX_PAYLOAD);
+    EXPECT_TRUE(check_pattern(d, n, 42));
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 120000), 0);
+    ASSERT_EQ(n, sizeof(int) * 3);
+    int r[3];
+    memcpy(r, d, sizeof r);
+    EXPECT_EQ(r[0], 0);
+    EXPECT_EQ(r[1], 0);
+    EXPECT_EQ(r[2], -E2BIG);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 1000), PP_END);
+    pp_collector_destroy(c);
+}
+
+struct Sum {
+    uint64_t values = 0, sum = 0, fails = 0;
+    pp_collector *c = nullptr;
+};
+
+void add_value(const void *data, size_t len, void *arg)
+{
+    Sum *s = static_cast<Sum *>(arg);
+    if (pp_collector_status(s->c) < 0) {
+        s->fails++;
+        return;
+    }
+    uint64_t v;
+    ASSERT_EQ(len, 8u);
+    memcpy(&v, data, 8);
+    s->values++;
+    s->sum += v;
+}
+
+// Exchange: the handler sees every message in the calling thread;
+// finish returns the first failure's status.
+TEST_F(Collect, FinishCallsTheHandlerForEveryMessage)
+{
+    pp_collector *c = make(PP_ARRIVAL, 3);
+    uint64_t want = 0;
+    for (int i = 0; i < 10; i++) {
+        StreamArg a{ (uint64_t)i, 10, 0, i == 6 ? 2 : 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        for (uint64_t k = 0; k < 10; k++)
+            want += (uint64_t)i * 1000000 + k;
+        if (i != 6)
+            want += (uint64_t)i; // its result
+    }
+    Sum s;
+    s.c = c;
+    EXPECT_EQ(pp_collector_finish(c, add_value, &s), -EIO);
+    EXPECT_EQ(s.values, 100u + 9u);
+    EXPECT_EQ(s.fails, 1u);
+    EXPECT_EQ(s.sum, want);
+    pp_collector_destroy(c);
+}
+
+// Workers SIGKILLed at random instants while jobs stream: each job
+// delivers a prefix of its values in order and then either its result or
+// its failure (-ECHILD), exactly once; nothing hangs.
+TEST_F(Collect, RandomKillsWhileStreaming)
+{
+    pp_collector *c = make(PP_ARRIVAL);
+    const int N = 60;
+    for (int i = 0; i < N; i++) {
+        StreamArg a{ (uint64_t)i, 200, 0, 0, 0, 20 }; // ~4 ms of sending
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    }
+    std::atomic<bool> stop{ false };
+    std::thread killer([&] {
+        std::mt19937 rng(12345);
+        while (!stop) {
+            std::this_thread::sleep_for(std::chrono::microseconds(1000 + rng() % 9000));
+            std::vector<pid_t> w = worker_pids();
+            if (!w.empty())
+                kill(w[rng() % w.size()], SIGKILL);
+        }
+    });
+    std::vector<Msg> m = read_all(c, 60000);
+    stop = true;
+    killer.join();
+    std::map<uint64_t, uint64_t> next;
+    std::map<uint64_t, int> ends;
+    int crashed = 0;
+    for (auto &x : m) {
+        ASSERT_EQ(ends[x.job], 0) << "job " << x.job << ": a message after its end";
+        if (x.status == 7) {
+            EXPECT_EQ(next[x.job], 200u);
+            ends[x.job]++;
+        } else if (x.status < 0) {
+            EXPECT_EQ(x.status, -ECHILD) << x.err;
+            ends[x.job]++;
+            crashed++;
+        } else {
+            ASSERT_EQ(u64(x), x.job * 1000000 + next[x.job]) << "job " << x.job;
+            next[x.job]++;
+        }
+    }
+    EXPECT_EQ(ends.size(), (size_t)N);
+    printf("random kills: %d of %d jobs crashed mid-stream\n", crashed, N);
+    pp_collector_destroy(c);
+}
+
+// Errors and edges: a job nobody collects cannot send; an empty collector
+// is at its end; a timeout; destroy with messages unread and jobs running.
+TEST_F(Collect, ErrorsAndEdges)
+{
+    pp_task *t;
+    ASSERT_EQ(pp_submit(srv.get(), job_send_unconnected, nullptr, 0, nullptr, &t), 0);
+    ASSERT_EQ(pp_task_wait(t, 30000), 0);
+    const void *d;
+    size_t n;
+    ASSERT_EQ(pp_task_result(t, &d, &n), 0);
+    EXPECT_EQ(*static_cast<const int *>(d), -ENOTCONN);
+    pp_task_release(t);
+
+    EXPECT_EQ(pp_collector_new(nullptr, PP_ORDERED, 0, nullptr), -EINVAL);
+    pp_collector *c = nullptr;
+    EXPECT_EQ(pp_collector_new(srv.get(), (pp_order)7, 0, &c), -EINVAL);
+    c = make(PP_ORDERED);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, -1), PP_END);
+    EXPECT_EQ(pp_collector_next(c, nullptr, &n, 0), -EINVAL);
+    EXPECT_EQ(pp_collector_submit(c, nullptr, nullptr, 0), -EINVAL);
+    StreamArg slow{ 0, 1, 300000, 0, 0, 0 };
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &slow, sizeof slow), 0);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 0), -ETIMEDOUT);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 50), -ETIMEDOUT);
+    for (int i = 1; i < 20; i++) {
+        StreamArg a{ (uint64_t)i, 50, 0, 4, 5000, 0 }; // values and a 5000-byte result
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    }
+    pp_collector_destroy(c); // waits for them; frees what was not read
+    pp_collector_destroy(nullptr);
+}
+
+// A server with nodes: collectors are local only in this version.
+TEST(CollectNodes, RefusedWithNodes)
+{
+    const char *nodes[] = { "127.0.0.1:9", nullptr };
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 1;
+    cfg.ppservers = nodes;
+    cfg.secret = "a-secret-for-a-node-that-is-not-there";
+    pp_server *s = nullptr;
+    ASSERT_EQ(pp_server_new(&cfg, &s), 0);
+    pp_collector *c = nullptr;
+    EXPECT_EQ(pp_collector_new(s, PP_ORDERED, 0, &c), -EOPNOTSUPP);
+    pp_server_destroy(s);
+}
+
+} // namespace
