@@ -21,6 +21,7 @@
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "collect.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -30,54 +31,10 @@
 
 #define CHUNK_BYTES (64u << 10)
 
-enum { IT_DATA, IT_BLOCK, IT_RESULT, IT_FAIL, IT_NONE };
-
-/* One queued message, in a chunk: the header, then (IT_DATA, IT_FAIL) its
- * bytes, padded to 8. */
-struct item {
-    uint32_t len;
-    uint16_t kind;
-    uint16_t slot;           /* IT_BLOCK: the consumer whose block it is */
-    int32_t status;          /* IT_RESULT, IT_FAIL */
-    uint32_t pad;
-    uint64_t job;            /* submission index */
-    uint64_t ref;            /* IT_BLOCK: segment offset; IT_RESULT/FAIL/NONE: pp_task * */
-};
-
 struct chunk {
     struct chunk *next;
     size_t used, read;
     _Alignas(8) unsigned char buf[CHUNK_BYTES];
-};
-
-struct queue {
-    struct chunk *head, *tail;
-};
-
-struct cjob {
-    struct pp_collector *c;
-    uint64_t index;
-    struct cjob *next;       /* PP_ORDERED: submission order */
-    struct queue q;          /* PP_ORDERED: its messages */
-    bool final;              /* its last message is queued */
-};
-
-struct pp_collector {
-    struct pp_server *s;
-    enum pp_order order;
-    unsigned limit;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;     /* a message arrived, a job finished */
-    uint64_t submitted;      /* jobs accepted */
-    uint64_t finals;         /* of which the last message arrived */
-    uint64_t finals_read;    /* of which the last message was read */
-    unsigned readers_waiting, submitters_waiting;
-    struct queue q;          /* PP_ARRIVAL */
-    struct cjob *first, *last; /* PP_ORDERED: jobs not fully read */
-    /* The message last returned, and what to free at the next call. */
-    struct item cur;
-    const char *cur_err;
-    bool cur_valid;
 };
 
 /* ---------------------------------------------------------------- */
@@ -86,7 +43,7 @@ struct pp_collector {
 
 static size_t item_size(uint32_t len, int kind)
 {
-    size_t data = kind == IT_DATA || kind == IT_FAIL ? ((size_t)len + 7u) & ~(size_t)7u : 0;
+    size_t data = kind == IT_DATA ? ((size_t)len + 7u) & ~(size_t)7u : 0;
     return sizeof(struct item) + data;
 }
 
@@ -141,10 +98,12 @@ static void q_pop(struct queue *q, struct item *it)
 
 static void item_free(struct pp_server *s, const struct item *it)
 {
-    if (it->kind == IT_BLOCK)
+    if (it->kind == IT_BLOCK && s)
         pp__block_free(s, it->slot, it->ref, it->len);
-    else if (it->kind == IT_RESULT || it->kind == IT_FAIL || it->kind == IT_NONE)
-        pp_task_release((pp_task *)(uintptr_t)it->ref);
+    else if (it->kind == IT_HEAP)
+        free((void *)(uintptr_t)it->ref);
+    if (it->task)
+        pp_task_release((pp_task *)(uintptr_t)it->task);
 }
 
 static void q_free(struct pp_server *s, struct queue *q)
@@ -173,36 +132,150 @@ static void wake_reader(struct pp_collector *c)
 /* The engine side                                                    */
 /* ---------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------- */
+/* Sources                                                            */
+/* ---------------------------------------------------------------- */
+
+static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
+                       const void *data)
+{
+    it->job = j->index;
+    bool ok = true;
+    if (it->kind == IT_DATA && it->len > IT_DATA_MAX) {
+        void *p = malloc(it->len);
+        if (p) {
+            memcpy(p, data, it->len);
+            it->kind = IT_HEAP;
+            it->ref = (uint64_t)(uintptr_t)p;
+        } else {
+            ok = false;
+        }
+    }
+    if (ok)
+        ok = q_put(job_queue(c, j), it, data);
+    if (!ok) {
+        item_free(c->s, it);
+        if (it->flags & IT_F_FINAL) { /* the job still ends: nothing to show */
+            struct item end = { .kind = IT_NOTHING, .flags = IT_F_FINAL, .job = j->index };
+            ok = q_put(job_queue(c, j), &end, NULL);
+        }
+    }
+    if (it->flags & IT_F_FINAL) {
+        j->final = true;
+        c->finals++;
+        if (c->order == PP_ARRIVAL)
+            free(j); /* nothing names it any more */
+        pthread_cond_broadcast(&c->cond); /* readers, and submitters at the limit */
+    } else {
+        wake_reader(c);
+    }
+    return ok;
+}
+
+bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it, const void *data)
+{
+    pthread_mutex_lock(&c->lock);
+    bool ok = add_locked(c, j, it, data);
+    pthread_mutex_unlock(&c->lock);
+    return ok;
+}
+
+struct cjob *pp__coll_reserve(struct pp_collector *c)
+{
+    struct cjob *j = calloc(1, sizeof(*j));
+    if (!j)
+        return NULL;
+    j->c = c;
+    pthread_mutex_lock(&c->lock);
+    while (c->limit && c->submitted - c->finals >= c->limit)
+        pthread_cond_wait(&c->cond, &c->lock);
+    j->index = c->submitted++;
+    if (c->order == PP_ORDERED) { /* before it can send anything */
+        if (c->last)
+            c->last->next = j;
+        else
+            c->first = j;
+        c->last = j;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return j;
+}
+
+static void unlink_job(struct pp_collector *c, struct cjob *j)
+{
+    struct cjob **p = &c->first, *prev = NULL;
+    while (*p && *p != j) {
+        prev = *p;
+        p = &(*p)->next;
+    }
+    if (!*p)
+        return;
+    *p = j->next;
+    if (c->last == j)
+        c->last = prev;
+}
+
+void pp__coll_unreserve(struct pp_collector *c, struct cjob *j)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->order == PP_ORDERED)
+        unlink_job(c, j);
+    /* Counted as one that ended and was read, so that PP_END and the
+     * limit still add up (indices stay as given). */
+    c->finals++;
+    c->finals_read++;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->lock);
+    free(j);
+}
+
+int pp__coll_alloc(struct pp_server *s, enum pp_order order, unsigned limit,
+                   struct pp_collector **ret)
+{
+    if (order != PP_ORDERED && order != PP_ARRIVAL)
+        return -EINVAL;
+    struct pp_collector *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->s = s;
+    c->order = order;
+    c->limit = limit;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    *ret = c;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* The engine side                                                    */
+/* ---------------------------------------------------------------- */
+
 /* The job's last message: its result, its failure, or (no result set)
  * nothing the reader sees.  Engine thread, from the task's callback. */
 static void on_done(pp_task *t, void *arg)
 {
     struct cjob *j = arg;
-    struct pp_collector *c = j->c;
     const void *data = NULL;
     size_t len = 0;
     int status = pp_task_result(t, &data, &len);
-    const char *err = pp_task_error(t);
-    struct item it = { .status = status, .job = j->index, .ref = (uint64_t)(uintptr_t)t };
+    struct item it = { .status = status, .flags = IT_F_FINAL, .task = (uint64_t)(uintptr_t)t };
     if (status < 0) {
-        it.kind = IT_FAIL;
+        const char *err = pp_task_error(t);
         if (!err)
             err = strerror(-status);
+        it.kind = IT_DATA;
+        it.flags |= IT_F_FAIL;
         it.len = (uint32_t)strlen(err);
         data = err;
     } else {
-        it.kind = t->rec->res_where == PP_RES_NONE ? IT_NONE : IT_RESULT;
+        it.kind = t->rec->res_where == PP_RES_NONE ? IT_NOTHING : IT_TASK;
         it.len = (uint32_t)len;
     }
-    pthread_mutex_lock(&c->lock);
-    if (!q_put(job_queue(c, j), &it, data))
-        pp_task_release(t); /* out of memory: the job's end is still counted */
-    j->final = true;
-    c->finals++;
-    if (c->order == PP_ARRIVAL)
-        free(j); /* nothing else names it */
-    pthread_cond_broadcast(&c->cond); /* readers, and submitters under limit */
-    pthread_mutex_unlock(&c->lock);
+    pp__coll_add(j->c, j, &it, data);
 }
 
 struct drain_ctx {
@@ -272,9 +345,8 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
     }
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
                        .kind = block ? IT_BLOCK : IT_DATA,
-                       .slot = (uint16_t)d->slot, .job = j->index, .ref = b.off };
-    if (!q_put(job_queue(c, j), &it, payload) && block)
-        pp__block_free(s, d->slot, b.off, (size_t)b.len);
+                       .slot = (uint16_t)d->slot, .ref = b.off };
+    add_locked(c, j, &it, payload); /* frees the block if it cannot queue it */
 }
 
 void pp__coll_drain(struct pp_server *s, uint32_t slot)
@@ -305,83 +377,30 @@ bool pp__coll_pending(struct pp_server *s)
 PP_EXPORT int pp_collector_new(pp_server *s, enum pp_order order, unsigned limit,
                                pp_collector **ret)
 {
-    if (!s || !ret || (order != PP_ORDERED && order != PP_ARRIVAL))
+    if (!s || !ret)
         return -EINVAL;
     if (pp_load_relaxed(&s->sh->has_nodes))
         return -EOPNOTSUPP;
-    struct pp_collector *c = calloc(1, sizeof(*c));
-    if (!c)
-        return -ENOMEM;
-    c->s = s;
-    c->order = order;
-    c->limit = limit;
-    pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    *ret = c;
-    return 0;
-}
-
-static void unlink_job(struct pp_collector *c, struct cjob *j)
-{
-    struct cjob **p = &c->first, *prev = NULL;
-    while (*p && *p != j) {
-        prev = *p;
-        p = &(*p)->next;
-    }
-    if (!*p)
-        return;
-    *p = j->next;
-    if (c->last == j)
-        c->last = prev;
+    return pp__coll_alloc(s, order, limit, ret);
 }
 
 PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len)
 {
-    if (!c || !fn || (!arg && len))
+    if (!c || !c->s || !fn || (!arg && len))
         return -EINVAL;
     uint32_t id;
     int r = pp__fn_id(c->s, fn, &id);
     if (r < 0)
         return r;
-    struct cjob *j = calloc(1, sizeof(*j));
+    struct cjob *j = pp__coll_reserve(c);
     if (!j)
         return -ENOMEM;
-    j->c = c;
-    pthread_mutex_lock(&c->lock);
-    while (c->limit && c->submitted - c->finals >= c->limit) {
-        c->submitters_waiting++;
-        pthread_cond_wait(&c->cond, &c->lock);
-        c->submitters_waiting--;
-    }
-    j->index = c->submitted++;
-    if (c->order == PP_ORDERED) { /* before it can send anything */
-        if (c->last)
-            c->last->next = j;
-        else
-            c->first = j;
-        c->last = j;
-    }
-    pthread_mutex_unlock(&c->lock);
     /* Not under the lock: the submit may block (max_queued), and the
      * engine takes the lock to deliver. */
     pp_task *t;
     r = pp__submit_id(c->s, id, 0, arg, len, PP_RF_COLLECT, on_done, j, &t);
-    if (r < 0) {
-        pthread_mutex_lock(&c->lock);
-        if (c->order == PP_ORDERED)
-            unlink_job(c, j);
-        /* Counted as one that ended and was read, so that PP_END and the
-         * limit still add up (indices stay as given). */
-        c->finals++;
-        c->finals_read++;
-        pthread_cond_broadcast(&c->cond);
-        pthread_mutex_unlock(&c->lock);
-        free(j);
-    }
+    if (r < 0)
+        pp__coll_unreserve(c, j);
     return r;
 }
 
@@ -441,33 +460,33 @@ static int next_locked(pp_collector *c, const void **data, size_t *len, int time
             const unsigned char *bytes = (const unsigned char *)(it + 1);
             q_pop(q, it); /* the chunk stays until the next call: the view */
             c->cur_valid = true;
-            bool final = c->cur.kind >= IT_RESULT;
+            bool final = c->cur.flags & IT_F_FINAL;
             if (final)
                 c->finals_read++;
-            if (c->cur.kind == IT_NONE) {
+            if (c->bg)
+                pp__bg_read(c, &c->cur);
+            pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
+            switch (c->cur.kind) {
+            case IT_NOTHING:
                 drop_current(c);
                 continue;
-            }
-            pp_task *t = (pp_task *)(uintptr_t)c->cur.ref;
-            switch (c->cur.kind) {
             case IT_DATA:
                 *data = bytes;
                 break;
             case IT_BLOCK:
                 *data = pp_seg_ptr(&c->s->seg, c->cur.ref);
                 break;
-            case IT_RESULT: {
-                const void *d;
+            case IT_HEAP:
+                *data = (const void *)(uintptr_t)c->cur.ref;
+                break;
+            default: { /* IT_TASK */
                 size_t l;
-                pp_task_result(t, &d, &l);
-                *data = d;
+                pp_task_result(t, data, &l);
                 break;
             }
-            default: /* IT_FAIL: the error text, also as pp_collector_error */
-                *data = bytes;
-                c->cur_err = pp_task_error(t) ? pp_task_error(t) : (const char *)bytes;
-                break;
             }
+            if (c->cur.flags & IT_F_FAIL) /* the error text, also as pp_collector_error */
+                c->cur_err = t && pp_task_error(t) ? pp_task_error(t) : (const char *)*data;
             *len = c->cur.len;
             if (!final)
                 c->cur.status = 0;
@@ -490,7 +509,7 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
 {
     if (!c || !data || !len || timeout_ms < -1)
         return -EINVAL;
-    if (pp__in_engine(c->s))
+    if (c->s && pp__in_engine(c->s))
         return -EDEADLK; /* from a callback: the engine would wait for itself */
     pthread_mutex_lock(&c->lock);
     int r = next_locked(c, data, len, timeout_ms);
@@ -523,7 +542,7 @@ PP_EXPORT int pp_collector_finish(pp_collector *c,
     const void *d;
     size_t n;
     while ((r = pp_collector_next(c, &d, &n, -1)) == 0) {
-        if (c->cur.kind == IT_FAIL && !first_fail)
+        if ((c->cur.flags & IT_F_FAIL) && !first_fail)
             first_fail = c->cur.status;
         handler(d, n, arg);
     }
@@ -534,9 +553,17 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
 {
     if (!c)
         return;
+    if (c->bg) {
+        pp__bg_fini(c); /* no wait: the background jobs go on, their unread messages kept */
+    } else {
+        pthread_mutex_lock(&c->lock);
+        while (c->finals < c->submitted) /* the engine, created processes deliver to us */
+            pthread_cond_wait(&c->cond, &c->lock);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (c->create)
+        pp__create_fini(c);
     pthread_mutex_lock(&c->lock);
-    while (c->finals < c->submitted) /* the engine still delivers to us */
-        pthread_cond_wait(&c->cond, &c->lock);
     drop_current(c);
     q_free(c->s, &c->q);
     while (c->first) {

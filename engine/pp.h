@@ -488,9 +488,62 @@ PP_EXPORT int pp_collector_finish(pp_collector *c,
                                   void (*handler)(const void *data, size_t len, void *arg),
                                   void *arg);
 
-/* Waits for the collector's jobs to finish, drops what was not read,
- * frees it.  NULL is a no-op. */
+/*
+ * Waits for the collector's jobs and created processes to finish, drops
+ * what was not read, frees it.  A background collector (pp_background_open)
+ * does not wait: its connections close, and what was not read stays with
+ * the background jobs for a later pp_background_open.  NULL is a no-op.
+ */
 PP_EXPORT void pp_collector_destroy(pp_collector *c);
+
+/*
+ * create() (pprocess): forks the calling process here, as one more job of
+ * the collector (the limit counts it; it blocks at the limit).  In the
+ * child: 0 and *ret = a channel; the child sends with pp_channel_send and
+ * ends with pp_channel_exit, and must not use the server or the
+ * collector.  In the caller: 0 and *ret = NULL.  Or -EINVAL, -ENOMEM, or
+ * fork's -errno.  A child that crashes or exits without pp_channel_exit
+ * is reported like a crashed job (-ECHILD and a message); the collector
+ * reaps every child (no zombie).  Its messages larger than PP_INLINE_MAX
+ * travel in the shared segment's page heap, smaller ones through a pipe.
+ */
+typedef struct pp_channel pp_channel;
+PP_EXPORT int pp_collector_create(pp_collector *c, pp_channel **ret);
+/* 0, -EINVAL, -E2BIG (len > PP_MAX_PAYLOAD), -ENOMEM, -EPIPE (the
+ * collector is gone). */
+PP_EXPORT int pp_channel_send(pp_channel *ch, const void *data, size_t len);
+/* Says the child ended in order and exits it (status 0); does not return. */
+PP_EXPORT void pp_channel_exit(pp_channel *ch) __attribute__((noreturn));
+
+/*
+ * Background jobs (pprocess BackgroundCallable).  Runs fn(arg) in a new
+ * process detached from the caller (its own session; it survives the
+ * caller's exit), which serves fn's messages (pp_job_send) and its result
+ * on a UNIX socket at path, mode 0600, created before this returns.  A
+ * socket file left by a background job that died is replaced; any other
+ * existing file is not (-EEXIST), nor a socket someone listens on
+ * (-EADDRINUSE).  fn runs in a process of its own under the background
+ * process, with standard input, output and error on /dev/null; it may
+ * create its own pp_server and run jobs.  A crash of fn is delivered as
+ * its last message (-ECHILD) after what it sent.  The
+ * background process keeps every message until a reader has read it,
+ * then removes the socket and exits.  Returns 0, -EINVAL, -ENAMETOOLONG
+ * (path longer than a socket address holds), -EEXIST, -EADDRINUSE, or the
+ * -errno of a failed fork, socket, bind.
+ */
+PP_EXPORT int pp_background_start(const char *path, pp_fn *fn, const void *arg, size_t len);
+
+/*
+ * Reconnects to background jobs (BackgroundQueue; several paths:
+ * PersistentQueue): an arrival-order collector whose job i is paths[i]
+ * (NULL-terminated).  Each job's messages are read exactly once over all
+ * the processes that open it: one not read when its collector is
+ * destroyed is delivered to the next.  A path where no background job
+ * listens (it died, or never was) is one failed job: -ECONNREFUSED or
+ * -ENOENT with an error naming the path; one that dies mid-way fails
+ * with -ECONNRESET.  Returns 0 and *ret, or -EINVAL, -ENOMEM.
+ */
+PP_EXPORT int pp_background_open(const char *const *paths, pp_collector **ret);
 
 #ifdef __cplusplus
 }

@@ -204,6 +204,8 @@ PP_EXPORT void *pp_job_result(pp_job *job, size_t len)
         job->alloc_err = -E2BIG;
         return NULL;
     }
+    if (pp_unlikely(job->bg))
+        return pp__bg_result(job, len);
     if (job->map_slot) {
         if (len > job->map_cap) {
             job->alloc_err = -EOVERFLOW;
@@ -237,7 +239,7 @@ PP_EXPORT int pp_job_fail(pp_job *job, int code, const char *fmt, ...)
 
 PP_EXPORT int pp_job_worker(pp_job *job)
 {
-    return job ? (int)job->w->k.slot : -EINVAL;
+    return !job ? -EINVAL : job->bg ? 0 : (int)job->w->k.slot;
 }
 
 /* Kinds of message-ring entries (collect.c reads them). */
@@ -266,10 +268,12 @@ PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len)
 {
     if (!job || (!data && len))
         return -EINVAL;
-    if (!job->rec || !(job->rec->flags & PP_RF_COLLECT) || job->map_slot)
-        return -ENOTCONN;
     if (len > PP_MAX_PAYLOAD)
         return -E2BIG;
+    if (job->bg)
+        return pp__bg_send(job, data, len);
+    if (!job->rec || !(job->rec->flags & PP_RF_COLLECT) || job->map_slot)
+        return -ENOTCONN;
     if (len <= PP_INLINE_MAX) {
         msg_put(job, MSG_DATA, data, (uint32_t)len);
         return 0;

@@ -19,6 +19,7 @@ struct pp_job {
     struct pp_worker *w;
     struct pp_rec *rec;
     uint64_t tok;            /* its token: names it in pp_job_send's messages */
+    struct pp_bg *bg;        /* a background job (background.c): no worker, no record */
     const void *arg;
     size_t arg_len;
     void *res;               /* where the result is */
@@ -43,6 +44,10 @@ struct pp_job {
  * it last before pp__cons_complete: see pp_job.tiny). */
 PP_HIDDEN void *pp__res_space(struct pp_job *job, size_t len);
 PP_HIDDEN void pp__res_settle(struct pp_job *job);
+
+/* background.c: pp_job_send and pp_job_result of a background job */
+PP_HIDDEN int pp__bg_send(struct pp_job *job, const void *data, size_t len);
+PP_HIDDEN void *pp__bg_result(struct pp_job *job, size_t len);
 
 /* worker.c */
 PP_HIDDEN pp_fn *pp__worker_fn(struct pp_worker *w, uint32_t id, char *err,

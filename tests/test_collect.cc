@@ -1,6 +1,13 @@
-// Description: collectors and pp_job_send: submission and arrival order, many values per job, limit, failures and crashes mid-stream (also SIGKILLs at random instants), message sizes 0..PP_MAX_PAYLOAD, Exchange (finish), errors.
+// Description: collectors and pp_job_send: submission and arrival order, many values per job, limit, failures and crashes mid-stream (also SIGKILLs at random instants), message sizes 0..PP_MAX_PAYLOAD, Exchange (finish), errors; create() (forked children as jobs); background jobs on UNIX sockets (start, creator exits, reconnect from other processes, several sockets, stale sockets, crashes, a pp_server inside).
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <dirent.h>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -106,7 +113,21 @@ protected:
         srv = make_server(4);
         ASSERT_TRUE(srv);
     }
-    void TearDown() override { srv.reset(); }
+    void TearDown() override
+    {
+        srv.reset();
+        // A background job a failed test did not read to the end waits
+        // for a reader forever: stop it by its pid (ids 5..29 are theirs).
+        for (int i = 5; i < 30; i++) {
+            pid_t p = scratch()->pid[i].load();
+            if (p > 1 && kill(p, 0) == 0 && getsid(p) == scratch()->release[i].load())
+                kill(p, SIGKILL);
+        }
+        std::string prefix = "/tmp/pp-bg-" + std::to_string(getpid()) + "-";
+        for (const char *n : { "once", "many0", "many1", "many2", "stale", "missing", "crash",
+                               "file", "killed", "server" })
+            unlink((prefix + n + ".socket").c_str());
+    }
 
     pp_collector *make(pp_order order, unsigned limit = 0)
     {
@@ -485,6 +506,435 @@ TEST(CollectNodes, RefusedWithNodes)
     pp_collector *c = nullptr;
     EXPECT_EQ(pp_collector_new(s, PP_ORDERED, 0, &c), -EOPNOTSUPP);
     pp_server_destroy(s);
+}
+
+// ------------------------------------------------------------------
+// create()
+// ------------------------------------------------------------------
+
+static uint64_t g_before; // set before each create; changed in the parent after
+
+// Each child sees the caller's memory as it was at its create (copy on
+// write), sends its values (one large), ends with pp_channel_exit; the
+// ordered collector gives them child by child.  No zombie is left.
+TEST_F(Collect, CreateForksTheCallerAtThatPoint)
+{
+    pp_collector *c = make(PP_ORDERED);
+    const int N = 8;
+    for (int i = 0; i < N; i++) {
+        g_before = 1000 + (uint64_t)i;
+        pp_channel *ch = nullptr;
+        ASSERT_EQ(pp_collector_create(c, &ch), 0);
+        if (ch) { // the child
+            spin_us((uint32_t)(N - i) * 2000); // the first ends last
+            uint64_t v = g_before;
+            pp_channel_send(ch, &v, sizeof v);
+            if (i == 3) {
+                std::vector<unsigned char> big(1 << 20);
+                fill_pattern(big.data(), big.size(), 77);
+                pp_channel_send(ch, big.data(), big.size());
+            }
+            uint64_t pid = (uint64_t)getpid();
+            pp_channel_send(ch, &pid, sizeof pid);
+            pp_channel_exit(ch);
+        }
+        g_before = 0; // the child does not see this
+    }
+    const void *d;
+    size_t n;
+    std::vector<uint64_t> pids;
+    for (int i = 0; i < N; i++) {
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 30000), 0);
+        EXPECT_EQ(pp_collector_job(c), (uint64_t)i);
+        ASSERT_EQ(n, 8u);
+        uint64_t v;
+        memcpy(&v, d, 8);
+        EXPECT_EQ(v, 1000u + (uint64_t)i);
+        if (i == 3) {
+            ASSERT_EQ(pp_collector_next(c, &d, &n, 30000), 0);
+            ASSERT_EQ(n, (size_t)1 << 20);
+            EXPECT_TRUE(check_pattern(d, n, 77));
+        }
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 30000), 0);
+        memcpy(&v, d, 8);
+        EXPECT_NE(v, (uint64_t)getpid());
+        pids.push_back(v);
+    }
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 30000), PP_END);
+    pp_collector_destroy(c);
+    for (uint64_t p : pids) // reaped: no such process, not even a zombie
+        EXPECT_NE(kill((pid_t)p, 0), 0) << p;
+}
+
+// A child that crashes, or exits without pp_channel_exit, is a failed job
+// after what it sent; the limit counts created children.
+TEST_F(Collect, CreatedChildrenThatCrashOrJustExit)
+{
+    pp_collector *c = make(PP_ARRIVAL, 2);
+    for (int i = 0; i < 6; i++) {
+        pp_channel *ch = nullptr;
+        ASSERT_EQ(pp_collector_create(c, &ch), 0);
+        if (ch) {
+            long now = scratch()->running.fetch_add(1) + 1;
+            long seen = scratch()->max_running.load();
+            while (now > seen && !scratch()->max_running.compare_exchange_weak(seen, now)) {
+            }
+            uint64_t v = (uint64_t)i;
+            pp_channel_send(ch, &v, sizeof v);
+            spin_us(5000);
+            scratch()->running.fetch_sub(1);
+            if (i == 1) // a crash (SIGKILL: sanitizers turn SIGSEGV into an exit)
+                kill(getpid(), SIGKILL);
+            if (i == 2)
+                _exit(3);
+            pp_channel_exit(ch);
+        }
+    }
+    std::vector<Msg> m = read_all(c, 30000);
+    ASSERT_EQ(m.size(), 6u + 2u);
+    int fails = 0;
+    for (auto &x : m) {
+        if (x.status < 0) {
+            fails++;
+            EXPECT_EQ(x.status, -ECHILD);
+            if (x.job == 1)
+                EXPECT_NE(x.err.find("killed by signal 9"), std::string::npos) << x.err;
+            else
+                EXPECT_NE(x.err.find("exited with status 3 without pp_channel_exit"),
+                          std::string::npos) << x.err;
+        }
+    }
+    EXPECT_EQ(fails, 2);
+    EXPECT_LE(scratch()->max_running.load(), 2);
+    pp_collector_destroy(c);
+    for (const ProcInfo &p : descendants(getpid()))
+        EXPECT_NE(p.state, 'Z') << p.pid;
+}
+
+// ------------------------------------------------------------------
+// Background jobs
+// ------------------------------------------------------------------
+
+struct BgArg {
+    uint64_t id, nvalues;
+    int32_t end;      /* 0: result id; 1: killed after the values; 2: a pp_server inside */
+    uint32_t gap_us;
+};
+
+extern "C" int job_bg(pp_job *job)
+{
+    size_t len;
+    BgArg a;
+    memcpy(&a, pp_job_arg(job, &len), sizeof a);
+    if (a.id < (uint64_t)kSlots) { // the background process (our parent), its session
+        scratch()->pid[a.id].store((int)getppid());
+        scratch()->release[a.id].store((int)getsid(0));
+    }
+    for (uint64_t k = 0; k < a.nvalues; k++) {
+        uint64_t v = a.id * 1000000 + k;
+        if (pp_job_send(job, &v, sizeof v) < 0)
+            return -EIO;
+        if (a.gap_us)
+            spin_us(a.gap_us);
+    }
+    if (a.end == 1) // a crash (SIGKILL: sanitizers turn SIGSEGV into an exit)
+        kill(getpid(), SIGKILL);
+    uint64_t r = a.id;
+    if (a.end == 2) { // its own server and jobs
+        pp_config cfg;
+        pp_config_init(&cfg);
+        cfg.ncpus = 2;
+        pp_server *s = nullptr;
+        if (pp_server_new(&cfg, &s) != 0)
+            return -ENOMEM;
+        r = 0;
+        for (uint64_t x = 0; x < 100; x++) {
+            pp_task *t;
+            if (pp_submit(s, job_square, &x, sizeof x, nullptr, &t) != 0)
+                return -EIO;
+            pp_task_wait(t, -1);
+            const void *d;
+            size_t n;
+            pp_task_result(t, &d, &n);
+            r += *static_cast<const uint64_t *>(d);
+            pp_task_release(t);
+        }
+        pp_server_destroy(s);
+    }
+    uint64_t *out = static_cast<uint64_t *>(pp_job_result(job, sizeof r));
+    *out = r;
+    return 0;
+}
+
+// "Another process" that reads part of a background job's messages: this
+// binary run again with PP_TEST_BG_READ="PATH N ID" reads N values of job
+// ID and exits before gtest starts (exit 0 when they were right).  A fresh
+// exec, not a fork: an unrelated process, and one the thread sanitizer
+// can follow (it cannot follow threads started after a fork of a
+// threaded process).
+__attribute__((constructor)) static void bg_reader_process()
+{
+    const char *e = getenv("PP_TEST_BG_READ");
+    if (!e)
+        return;
+    char path[256];
+    unsigned long long n, id;
+    if (sscanf(e, "%255s %llu %llu", path, &n, &id) != 3)
+        _exit(10);
+    const char *paths[] = { path, nullptr };
+    pp_collector *c;
+    if (pp_background_open(paths, &c) != 0)
+        _exit(2);
+    for (unsigned long long k = 0; k < n; k++) {
+        const void *d;
+        size_t len;
+        uint64_t v;
+        if (pp_collector_next(c, &d, &len, 30000) != 0 || len != 8)
+            _exit(3);
+        memcpy(&v, d, 8);
+        if (v != id * 1000000 + k)
+            _exit(4);
+    }
+    pp_collector_destroy(c);
+    _exit(0);
+}
+
+static std::string sock_path(const std::string &name)
+{
+    return "/tmp/pp-bg-" + std::to_string(getpid()) + "-" + name + ".socket";
+}
+
+static bool file_exists(const std::string &p)
+{
+    struct stat st;
+    return lstat(p.c_str(), &st) == 0;
+}
+
+static bool session_empty(pid_t sid)
+{
+    return wait_until([&] {
+        for (const ProcInfo &p : descendants(1)) {
+            (void)p;
+        }
+        DIR *d = opendir("/proc");
+        bool any = false;
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            pid_t pid = atoi(e->d_name);
+            if (pid <= 0)
+                continue;
+            if (getsid(pid) == sid) {
+                char st = 0;
+                std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+                std::string line;
+                std::getline(f, line);
+                auto p = line.rfind(')');
+                if (p != std::string::npos && p + 2 < line.size())
+                    st = line[p + 2];
+                if (st != 'Z')
+                    any = true;
+            }
+        }
+        if (d)
+            closedir(d);
+        return !any;
+    }, 10000);
+}
+
+// The creator exits right after starting it; another process reads half
+// and goes; this one reads the rest: every message once, the socket is
+// removed at the end, nothing of the background job is left.
+TEST_F(Collect, BackgroundOutlivesItsCreatorAndIsReadOnce)
+{
+    std::string path = sock_path("once");
+    pid_t creator = fork();
+    if (creator == 0) {
+        BgArg a{ 5, 2000, 0, 0 };
+        _exit(pp_background_start(path.c_str(), job_bg, &a, sizeof a) == 0 ? 0 : 1);
+    }
+    int st;
+    ASSERT_EQ(waitpid(creator, &st, 0), creator);
+    ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    struct stat sb;
+    ASSERT_EQ(lstat(path.c_str(), &sb), 0);
+    EXPECT_TRUE(S_ISSOCK(sb.st_mode));
+    EXPECT_EQ(sb.st_mode & 0777, 0600u);
+    const char *paths[] = { path.c_str(), nullptr };
+    pid_t reader = fork();
+    if (reader == 0) { // another process reads 700 values, then goes away
+        std::string arg = path + " 700 5";
+        setenv("PP_TEST_BG_READ", arg.c_str(), 1);
+        execl("/proc/self/exe", "test_collect", (char *)nullptr);
+        _exit(127);
+    }
+    ASSERT_EQ(waitpid(reader, &st, 0), reader);
+    ASSERT_TRUE(WIFEXITED(st)) << st;
+    ASSERT_EQ(WEXITSTATUS(st), 0);
+    pp_collector *c;
+    ASSERT_EQ(pp_background_open(paths, &c), 0);
+    std::vector<Msg> m = read_all(c, 30000);
+    ASSERT_EQ(m.size(), 2000u - 700u + 1u);
+    for (size_t k = 0; k + 1 < m.size(); k++)
+        ASSERT_EQ(u64(m[k]), 5000000u + 700u + k) << k;
+    EXPECT_EQ(u64(m.back()), 5u);
+    EXPECT_EQ(m.back().status, 0);
+    pp_collector_destroy(c);
+    EXPECT_TRUE(wait_until([&] { return !file_exists(path); }, 10000)) << path;
+    pid_t sid = scratch()->release[5].load();
+    EXPECT_GT(sid, 1);
+    EXPECT_TRUE(session_empty(sid)) << "the background job's session still has processes";
+}
+
+// PersistentQueue: several sockets at once, each read whole; one of them
+// a job that runs a pp_server of its own.
+TEST_F(Collect, SeveralBackgroundSockets)
+{
+    std::vector<std::string> names;
+    for (uint64_t i = 0; i < 3; i++) {
+        names.push_back(sock_path("many" + std::to_string(i)));
+        BgArg a{ 10 + i, 100 + i, 0, 20 };
+        ASSERT_EQ(pp_background_start(names.back().c_str(), job_bg, &a, sizeof a), 0);
+    }
+    std::vector<const char *> paths;
+    for (auto &n : names)
+        paths.push_back(n.c_str());
+    paths.push_back(nullptr);
+    pp_collector *c;
+    ASSERT_EQ(pp_background_open(paths.data(), &c), 0);
+    std::vector<Msg> m = read_all(c, 60000);
+    std::map<uint64_t, uint64_t> next;
+    std::map<uint64_t, uint64_t> result;
+    for (auto &x : m) {
+        if (next[x.job] == 100 + x.job) {
+            result[x.job] = u64(x);
+            continue;
+        }
+        ASSERT_EQ(u64(x), (10 + x.job) * 1000000 + next[x.job]);
+        next[x.job]++;
+    }
+    ASSERT_EQ(result.size(), 3u);
+    for (uint64_t i = 0; i < 3; i++)
+        EXPECT_EQ(result[i], 10u + i);
+    pp_collector_destroy(c);
+    for (auto &n : names)
+        EXPECT_TRUE(wait_until([&] { return !file_exists(n); }, 10000)) << n;
+    for (int i = 10; i < 13; i++)
+        EXPECT_TRUE(session_empty(scratch()->release[i].load())) << i;
+}
+
+// A stale socket and a missing one are failed jobs naming the path; a
+// background job that crashes mid-way fails after what it sent; start
+// replaces a stale socket file, refuses a regular file.
+TEST_F(Collect, StaleAndCrashedBackgroundJobs)
+{
+    std::string stale = sock_path("stale"), missing = sock_path("missing"),
+                crash = sock_path("crash"), file = sock_path("file");
+    {
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        strcpy(a.sun_path, stale.c_str());
+        ASSERT_EQ(bind(fd, (sockaddr *)&a, sizeof a), 0);
+        close(fd); // a socket file nobody listens on
+    }
+    BgArg a{ 20, 3, 1, 0 };
+    ASSERT_EQ(pp_background_start(crash.c_str(), job_bg, &a, sizeof a), 0);
+    const char *paths[] = { stale.c_str(), missing.c_str(), crash.c_str(), nullptr };
+    pp_collector *c;
+    ASSERT_EQ(pp_background_open(paths, &c), 0);
+    std::vector<Msg> m = read_all(c, 30000);
+    std::map<uint64_t, Msg> last;
+    uint64_t crash_values = 0;
+    for (auto &x : m) {
+        if (x.status < 0) {
+            last[x.job] = x;
+        } else if (x.job == 2) {
+            EXPECT_EQ(u64(x), 20000000u + crash_values++);
+        }
+    }
+    ASSERT_EQ(last.size(), 3u);
+    EXPECT_EQ(last[0].status, -ECONNREFUSED);
+    EXPECT_NE(last[0].err.find(stale), std::string::npos) << last[0].err;
+    EXPECT_EQ(last[1].status, -ENOENT);
+    EXPECT_NE(last[1].err.find(missing), std::string::npos) << last[1].err;
+    EXPECT_EQ(crash_values, 3u);
+    EXPECT_EQ(last[2].status, -ECHILD); // the job's process crashed; its server said so
+    EXPECT_NE(last[2].err.find("killed by signal 9"), std::string::npos) << last[2].err;
+    pp_collector_destroy(c);
+    // The crashed job left its socket file: starting there replaces it.
+    BgArg b{ 21, 1, 0, 0 };
+    ASSERT_EQ(pp_background_start(crash.c_str(), job_bg, &b, sizeof b), 0);
+    const char *again[] = { crash.c_str(), nullptr };
+    ASSERT_EQ(pp_background_open(again, &c), 0);
+    m = read_all(c, 30000);
+    ASSERT_EQ(m.size(), 2u);
+    EXPECT_EQ(u64(m[1]), 21u);
+    pp_collector_destroy(c);
+    { std::ofstream f(file); f << "not a socket\n"; }
+    EXPECT_EQ(pp_background_start(file.c_str(), job_bg, &b, sizeof b), -EEXIST);
+    std::string longp(200, 'x');
+    EXPECT_EQ(pp_background_start(longp.c_str(), job_bg, &b, sizeof b), -ENAMETOOLONG);
+    EXPECT_EQ(pp_background_start(nullptr, job_bg, &b, sizeof b), -EINVAL);
+    unlink(stale.c_str());
+    unlink(file.c_str());
+    EXPECT_TRUE(wait_until([&] { return !file_exists(crash); }, 10000));
+}
+
+// The background process itself killed while a reader reads: what
+// arrived, then a failure naming the path; the job's own process ends
+// with it (its pipe breaks).
+TEST_F(Collect, BackgroundProcessKilledMidStream)
+{
+    std::string path = sock_path("killed");
+    BgArg a{ 25, 400, 0, 2000 }; // about 0.8 s of values
+    ASSERT_EQ(pp_background_start(path.c_str(), job_bg, &a, sizeof a), 0);
+    const char *paths[] = { path.c_str(), nullptr };
+    pp_collector *c;
+    ASSERT_EQ(pp_background_open(paths, &c), 0);
+    const void *d;
+    size_t n;
+    for (uint64_t k = 0; k < 10; k++) {
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 30000), 0);
+        uint64_t v;
+        memcpy(&v, d, 8);
+        ASSERT_EQ(v, 25000000u + k);
+    }
+    ASSERT_TRUE(wait_until([] { return scratch()->pid[25].load() > 1; }, 5000));
+    pid_t server = scratch()->pid[25].load();
+    ASSERT_EQ(kill(server, SIGKILL), 0);
+    std::vector<Msg> m = read_all(c, 30000);
+    ASSERT_FALSE(m.empty());
+    for (size_t k = 0; k + 1 < m.size(); k++)
+        ASSERT_EQ(u64(m[k]), 25000000u + 10 + k);
+    EXPECT_EQ(m.back().status, -ECONNRESET);
+    EXPECT_NE(m.back().err.find(path), std::string::npos) << m.back().err;
+    pp_collector_destroy(c);
+    EXPECT_TRUE(session_empty(scratch()->release[25].load())) << "the job's process is left";
+}
+
+// A background job that runs a pp_server of its own (100 jobs), and
+// leaves nothing behind.
+TEST_F(Collect, BackgroundJobRunsItsOwnServer)
+{
+#if defined(__SANITIZE_THREAD__)
+    GTEST_SKIP() << "the thread sanitizer cannot follow a pp_server (threads) started in a "
+                    "process forked from a threaded one (the background job's)";
+#endif
+    std::string path = sock_path("server");
+    BgArg a{ 26, 5, 2, 0 };
+    ASSERT_EQ(pp_background_start(path.c_str(), job_bg, &a, sizeof a), 0);
+    const char *paths[] = { path.c_str(), nullptr };
+    pp_collector *c;
+    ASSERT_EQ(pp_background_open(paths, &c), 0);
+    std::vector<Msg> m = read_all(c, 60000);
+    ASSERT_EQ(m.size(), 6u);
+    uint64_t want = 0;
+    for (uint64_t x = 0; x < 100; x++)
+        want += square_of(x);
+    EXPECT_EQ(u64(m.back()), want) << m.back().err;
+    pp_collector_destroy(c);
+    EXPECT_TRUE(wait_until([&] { return !file_exists(path); }, 10000));
+    EXPECT_TRUE(session_empty(scratch()->release[26].load()));
 }
 
 } // namespace

@@ -1,0 +1,102 @@
+/*
+ * collect.h - a collector's insides, for the sources that feed it:
+ * the engine (jobs on workers: collect.c), created processes (create.c)
+ * and background sockets (background.c).
+ *
+ * Every source does the same three things, under the collector's lock
+ * (these functions take it): reserve a job (its index; blocks at the
+ * limit), add its messages, add its last message.  The reader side
+ * (pp_collector_next) never knows where a message came from.
+ */
+#ifndef PP_ENGINE_COLLECT_H
+#define PP_ENGINE_COLLECT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pp.h"
+
+struct pp_server;
+
+/* Where an item's bytes are.  IT_DATA and IT_BLOCK are also the kinds
+ * of pp_job_send's message-ring entries (worker.c). */
+enum {
+    IT_DATA = 0,   /* copied into the queue (at most IT_DATA_MAX bytes) */
+    IT_BLOCK = 1,  /* a page-heap block of the segment (ref = offset; slot) */
+    IT_HEAP = 2,   /* a malloc block of their own (ref = pointer) */
+    IT_TASK = 3,   /* the result of the item's task */
+    IT_NOTHING = 4 /* no bytes, nothing shown: a job's end without a result */
+};
+#define IT_DATA_MAX 4096u
+enum { IT_F_FINAL = 1u, IT_F_FAIL = 2u }; /* item.flags */
+
+struct item {
+    uint32_t len;
+    uint16_t kind;
+    uint16_t slot;           /* IT_BLOCK: the consumer whose block it is */
+    int32_t status;          /* a last message's: the job's status */
+    uint32_t flags;          /* IT_F_*: the job's last message; a failure */
+    uint64_t job;            /* submission index (set by pp__coll_add) */
+    uint64_t ref;
+    uint64_t task;           /* a pp_task * to release with the item, or 0 */
+};
+
+struct chunk;
+struct queue {
+    struct chunk *head, *tail;
+};
+
+struct cjob {
+    struct pp_collector *c;
+    uint64_t index;
+    struct cjob *next;       /* PP_ORDERED: submission order */
+    struct queue q;          /* PP_ORDERED: its messages */
+    bool final;              /* its last message is queued */
+};
+
+struct pp_collector {
+    struct pp_server *s;     /* NULL: a background collector */
+    enum pp_order order;
+    unsigned limit;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;     /* a message arrived, a job finished */
+    uint64_t submitted;      /* jobs accepted */
+    uint64_t finals;         /* of which the last message arrived */
+    uint64_t finals_read;    /* of which the last message was read */
+    unsigned readers_waiting;
+    struct queue q;          /* PP_ARRIVAL */
+    struct cjob *first, *last; /* PP_ORDERED: jobs not fully read */
+    /* The message last returned, and what to free at the next call. */
+    struct item cur;
+    const char *cur_err;
+    bool cur_valid;
+    /* Other sources: their state, stopped and freed by destroy (after
+     * every job's last message arrived); told of each item read. */
+    void *create;            /* create.c */
+    void *bg;                /* background.c */
+};
+
+/* A collector with nobody's jobs yet (s may be NULL). */
+PP_HIDDEN int pp__coll_alloc(struct pp_server *s, enum pp_order order, unsigned limit,
+                             struct pp_collector **ret);
+/* The next job: its index, linked in submission order; blocks while the
+ * limit is reached.  NULL: out of memory. */
+PP_HIDDEN struct cjob *pp__coll_reserve(struct pp_collector *c);
+/* A reserved job that could not start: counted as ended and read. */
+PP_HIDDEN void pp__coll_unreserve(struct pp_collector *c, struct cjob *j);
+/* Adds the message *it of job j; its bytes: IT_DATA, data (copied; more
+ * than IT_DATA_MAX bytes are copied into an IT_HEAP block), IT_HEAP: ref
+ * (the collector's now), IT_BLOCK: ref and slot.  A last message
+ * (IT_F_FINAL) ends the job.  False: out of memory (the message is
+ * dropped and its resources freed; a last one still ends the job). */
+PP_HIDDEN bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it,
+                            const void *data);
+
+/* create.c: stop the watcher (every created process has ended). */
+PP_HIDDEN void pp__create_fini(struct pp_collector *c);
+/* background.c: a message of this collector was read / stop and close. */
+PP_HIDDEN void pp__bg_read(struct pp_collector *c, const struct item *it);
+PP_HIDDEN void pp__bg_fini(struct pp_collector *c);
+
+#endif /* PP_ENGINE_COLLECT_H */
