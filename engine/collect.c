@@ -384,24 +384,40 @@ PP_EXPORT int pp_collector_new(pp_server *s, enum pp_order order, unsigned limit
     return pp__coll_alloc(s, order, limit, ret);
 }
 
-PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len)
+static int submit_id(pp_collector *c, uint32_t id, uint32_t group, const void *arg, size_t len)
 {
-    if (!c || !c->s || !fn || (!arg && len))
-        return -EINVAL;
-    uint32_t id;
-    int r = pp__fn_id(c->s, fn, &id);
-    if (r < 0)
-        return r;
     struct cjob *j = pp__coll_reserve(c);
     if (!j)
         return -ENOMEM;
     /* Not under the lock: the submit may block (max_queued), and the
      * engine takes the lock to deliver. */
     pp_task *t;
-    r = pp__submit_id(c->s, id, 0, arg, len, PP_RF_COLLECT, on_done, j, &t);
+    int r = pp__submit_id(c->s, id, group, arg, len, PP_RF_COLLECT, on_done, j, &t);
     if (r < 0)
         pp__coll_unreserve(c, j);
     return r;
+}
+
+PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len)
+{
+    if (!c || !c->s || !fn || (!arg && len))
+        return -EINVAL;
+    uint32_t id;
+    int r = pp__fn_id(c->s, fn, &id);
+    return r < 0 ? r : submit_id(c, id, 0, arg, len);
+}
+
+PP_EXPORT int pp_collector_submit_template(pp_collector *c, pp_template *tpl, const void *arg,
+                                           size_t len)
+{
+    if (!c || !c->s || !tpl || (!arg && len))
+        return -EINVAL;
+    struct pp_server *s;
+    uint32_t id, group;
+    pp__template_ids(tpl, &s, &id, &group);
+    if (s != c->s)
+        return -EINVAL;
+    return submit_id(c, id, group, arg, len);
 }
 
 /* What the reader was given last goes (a block back to its consumer, a

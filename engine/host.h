@@ -128,6 +128,10 @@ PP_HIDDEN int pp__fn_id(struct pp_server *s, pp_fn *fn, uint32_t *ret_id);
 PP_HIDDEN pp_fn *pp__fn_resolve(struct pp_shared *sh, uint32_t id, char *err,
                                 size_t errlen);
 
+/* ---- template.c: what a collector takes from a template ---- */
+PP_HIDDEN void pp__template_ids(const pp_template *t, struct pp_server **srv, uint32_t *fn_id,
+                                uint32_t *group);
+
 /* ---- group.c ---- */
 PP_HIDDEN int pp__group_index(struct pp_server *s, const char *name, bool create,
                               uint32_t *ret);

@@ -455,6 +455,11 @@ PP_EXPORT int pp_collector_new(pp_server *srv, enum pp_order order, unsigned lim
  * pp_collector_next returned PP_END: the collector goes on.
  */
 PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len);
+/* The same with a template's function and group (pp_wait on that group
+ * waits for these jobs too); its callback is not called: the collector
+ * takes the job's messages.  -EINVAL for a template of another server. */
+PP_EXPORT int pp_collector_submit_template(pp_collector *c, pp_template *tpl, const void *arg,
+                                           size_t len);
 
 /*
  * The next message: 0 with *data and *len (a view valid until the next

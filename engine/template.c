@@ -52,6 +52,14 @@ PP_EXPORT int pp_template_submit(pp_template *t, const void *arg, size_t len,
                          t->cb_arg, ret);
 }
 
+void pp__template_ids(const pp_template *t, struct pp_server **srv, uint32_t *fn_id,
+                      uint32_t *group)
+{
+    *srv = t->srv;
+    *fn_id = t->fn_id;
+    *group = t->group;
+}
+
 PP_EXPORT void pp_template_destroy(pp_template *t)
 {
     free(t);

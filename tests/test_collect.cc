@@ -492,6 +492,49 @@ TEST_F(Collect, ErrorsAndEdges)
     pp_collector_destroy(nullptr);
 }
 
+// A collector's jobs from a template: its function and group (pp_wait on
+// the group waits for them; the template's callback is not called), and
+// they count in the server's stats like any job.
+static std::atomic<int> template_callbacks{ 0 };
+static void count_callback(pp_task *, void *) { template_callbacks++; }
+
+TEST_F(Collect, TemplatesGroupsAndStats)
+{
+    pp_stats before;
+    ASSERT_EQ(pp_get_stats(srv.get(), &before), 0);
+    pp_submit_opts o{};
+    o.group = "streams";
+    o.callback = count_callback;
+    pp_template *tpl;
+    ASSERT_EQ(pp_template_new(srv.get(), job_stream, &o, &tpl), 0);
+    pp_collector *c = make(PP_ORDERED);
+    for (int i = 0; i < 20; i++) {
+        StreamArg a{ (uint64_t)i, 3, 2000, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit_template(c, tpl, &a, sizeof a), 0);
+    }
+    ASSERT_EQ(pp_wait(srv.get(), "streams", 30000), 0);
+    pp_stats after;
+    ASSERT_EQ(pp_get_stats(srv.get(), &after), 0);
+    EXPECT_EQ(after.njobs - before.njobs, 20u);
+    std::vector<Msg> m = read_all(c);
+    ASSERT_EQ(m.size(), 20u * 4);
+    for (size_t k = 0; k < m.size(); k++) {
+        EXPECT_EQ(m[k].job, k / 4);
+        EXPECT_EQ(u64(m[k]), k % 4 == 3 ? k / 4 : (k / 4) * 1000000 + k % 4);
+    }
+    EXPECT_EQ(template_callbacks.load(), 0);
+    // A template of another server is refused.
+    ServerPtr other = make_server(1);
+    pp_template *foreign;
+    ASSERT_EQ(pp_template_new(other.get(), job_stream, nullptr, &foreign), 0);
+    StreamArg a{ 0, 0, 0, 0, 0, 0 };
+    EXPECT_EQ(pp_collector_submit_template(c, foreign, &a, sizeof a), -EINVAL);
+    EXPECT_EQ(pp_collector_submit_template(c, nullptr, &a, sizeof a), -EINVAL);
+    pp_template_destroy(foreign);
+    pp_collector_destroy(c);
+    pp_template_destroy(tpl);
+}
+
 // A server with nodes: collectors are local only in this version.
 TEST(CollectNodes, RefusedWithNodes)
 {
