@@ -2,7 +2,9 @@
 """Checks `ppbench all --quick --json` output: every line a JSON object
 with every required field and no infinite or NaN number, every workload
 measured for pp, the default-configuration overhead row present with its
-per-server figures, and every latency line carrying its percentile curve.
+per-server figures, every latency line carrying its percentile curve, and
+the collect rows of pp (plain submit+wait, ordered, arrival) each with
+its ratio to the plain baseline.
 The remote-* workloads need a ppserver node: their pp rows may instead be
 skipped, with the reason in "skipped" and no figure at all (never a
 made-up one); a skipped row that carries a number fails.
@@ -16,10 +18,12 @@ REQUIRED = ["workload", "system", "workers", "jobs", "payload_bytes", "work_us",
             "servers", "server_ns", "worst_ns", "median_ns", "best_ns",
             "machine", "version", "skipped"]
 WORKLOADS = ["overhead", "map", "latency", "payload", "cache", "scaling",
-             "imbalance", "c2c"]
+             "imbalance", "c2c", "stream", "collect"]
 # pp rows measured, or skipped (with a reason) when no node is there
 REMOTE_WORKLOADS = ["remote-overhead", "remote-latency", "remote-payload",
                     "remote-cache"]
+# collect: pp's rows, each with baseline_ratio (ns/job over submit+wait's)
+COLLECT_VARIANTS = ["submit+wait", "ordered", "arrival"]
 FIGURES = ["work_us", "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns",
            "gbps", "first_call_ns", "repeat_call_ns", "efficiency", "percentiles",
            "servers", "server_ns", "worst_ns", "median_ns", "best_ns"]
@@ -62,6 +66,7 @@ def check_skipped(obj):
 
 def main(path):
     seen = set()
+    collect = set()
     skipped = {}
     default_row = False
     with open(path) as f:
@@ -98,10 +103,20 @@ def main(path):
                     print(f"line {n}: overhead default: {why}")
                     return 1
                 default_row = True
+            if obj["workload"] == "collect":
+                ratio = obj.get("baseline_ratio")
+                if not isinstance(ratio, (int, float)) or isinstance(ratio, bool):
+                    print(f"line {n}: collect {obj.get('variant')}: baseline_ratio {ratio!r}")
+                    return 1
+                collect.add(obj.get("variant"))
     absent = [w for w in WORKLOADS if w not in seen]
     absent += [w for w in REMOTE_WORKLOADS if w not in seen and w not in skipped]
     if absent:
         print(f"no pp measurement for {absent}")
+        return 1
+    lacking = [v for v in COLLECT_VARIANTS if v not in collect]
+    if lacking:
+        print(f"no pp collect row for {lacking}")
         return 1
     if not default_row:
         print("no pp overhead row for the default configuration (variant 'default')")

@@ -58,6 +58,9 @@ struct bench_result {
     int nnodes;
     struct bench_node_jobs nodes[BENCH_MAX_NODES];
     double throughput_ratio;
+    /* collect: this row's ns_per_job over the baseline's (plain
+     * pp_submit + pp_task_wait of the same jobs, same server and run) */
+    double baseline_ratio;
     char version[96];
     char skipped[200]; /* "" = measured; else why the row was not */
 };
@@ -127,6 +130,12 @@ int pp_bench_cache(const struct bench_opts *o);
 int pp_bench_scaling(const struct bench_opts *o);
 int pp_bench_imbalance(const struct bench_opts *o);
 int pp_bench_c2c(const struct bench_opts *o);
+
+/* The pprocess-style workloads (collect.c): pp's rows, then the peers'. */
+int bench_run_stream(const struct bench_opts *o);
+int bench_run_collect(const struct bench_opts *o);
+uint64_t bench_stream_values(const struct bench_opts *o);
+uint64_t bench_collect_jobs(const struct bench_opts *o);
 
 /* Peers (peers.c): runs every peer for a workload, emitting their lines. */
 void peers_run(const struct bench_opts *o, const char *workload, int workers,

@@ -81,6 +81,34 @@ static const struct peer_def peer_defs[] = {
     { "peer_mpi", false, false, "remote-payload", { "tcp-window" } },
 };
 
+/*
+ * The peers of the pprocess-style workloads (collect.c).  as: the
+ * workload the peer runs, whose lines are relabelled (NULL = the same);
+ * cap: the most jobs it gets, a tenth of it with --quick (0 = as many as
+ * pp), in place of slow's cap.
+ */
+struct peer_def_as {
+    struct peer_def def;
+    const char *as;
+    uint64_t cap;
+};
+
+static const struct peer_def_as peer_defs_as[] = {
+    /* stream: J 8-byte values from one child process to the parent.  A
+     * write(2) or a pickled object per value costs microseconds: those
+     * get fewer values (the figure is per value). */
+    { { "peer_stream", false, false, "stream", { "pipe-write-per-value" } }, NULL, 1000000 },
+    { { "peer_stream", false, false, "stream", { "pipe-buffered" } }, NULL, 0 },
+    { { "peer_stream_zmq", false, false, "stream", { "push-pull" } }, NULL, 0 },
+    { { "peer_mp.py", true, false, "stream", { "queue", "pipe" } }, NULL, 200000 },
+    /* collect: J trivial jobs collected in arrival or submission order.
+     * These peers' overhead runs are exactly that (the same jobs, each
+     * result checked), measured again at collect's size and workers. */
+    { { "peer_fork", false, true, "collect", { "fork-pipe" } }, "overhead", 20000 },
+    { { "peer_zmq", false, false, "collect", { "push-pull", "router-lb" } }, "overhead", 0 },
+    { { "peer_mp.py", true, false, "collect", { "imap", "imap_unordered" } }, "overhead", 0 },
+};
+
 /* ---------------------------------------------------------------- */
 /* A minimal reader for the flat JSON objects the peers print          */
 /* ---------------------------------------------------------------- */
@@ -178,7 +206,8 @@ static void parse_line(const char *line, struct bench_result *r)
 /* ---------------------------------------------------------------- */
 
 /* Reads the child's stdout until EOF or the deadline; emits each line. */
-static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo, uint64_t work_us)
+static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo, uint64_t work_us,
+                 const char *relabel)
 {
     char buf[8192];
     size_t have = 0;
@@ -207,6 +236,8 @@ static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo, uint6
                     strncat(r.variant, " echo", sizeof(r.variant) - strlen(r.variant) - 1);
                 if (work_us) /* the job length, which the line does not carry */
                     r.work_us = (double)work_us;
+                if (relabel) /* measured as another workload ("as") */
+                    snprintf(r.workload, sizeof(r.workload), "%s", relabel);
                 bench_emit(o, &r);
             }
             have -= (size_t)(nl + 1 - buf);
@@ -217,7 +248,7 @@ static void pump(const struct bench_opts *o, int fd, pid_t pid, bool echo, uint6
     }
 }
 
-static void run_one(const struct bench_opts *o, const struct peer_def *d,
+static void run_one(const struct bench_opts *o, const struct peer_def *d, const char *as,
                     const char *variant, int workers, uint64_t jobs,
                     uint64_t payload, bool echo, uint64_t work_us)
 {
@@ -238,7 +269,7 @@ static void run_one(const struct bench_opts *o, const struct peer_def *d,
         argv[k++] = "python3";
     argv[k++] = path;
     argv[k++] = "--workload";
-    argv[k++] = d->workload;
+    argv[k++] = as ? as : d->workload;
     argv[k++] = "--workers";
     argv[k++] = sw;
     argv[k++] = "--jobs";
@@ -273,7 +304,7 @@ static void run_one(const struct bench_opts *o, const struct peer_def *d,
         close(fds[0]);
         return;
     }
-    pump(o, fds[0], pid, echo, work_us);
+    pump(o, fds[0], pid, echo, work_us, as ? d->workload : NULL);
     close(fds[0]);
     int st;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
@@ -284,6 +315,16 @@ static void run_one(const struct bench_opts *o, const struct peer_def *d,
         bench_progress("peer %s: missing a run-time piece: skipped", d->prog);
     else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         bench_progress("peer %s %s: failed (status %d)", d->prog, variant, st);
+}
+
+/* Runs every variant of d with n jobs. */
+static void run_def(const struct bench_opts *o, const struct peer_def *d, const char *as,
+                    int workers, uint64_t n, uint64_t payload, bool echo, uint64_t work_us)
+{
+    for (int v = 0; v < 4 && d->variants[v]; v++) {
+        bench_progress("%s: %s %s", d->workload, d->prog, d->variants[v]);
+        run_one(o, d, as, d->variants[v], workers, n, payload, echo, work_us);
+    }
 }
 
 void peers_run(const struct bench_opts *o, const char *workload, int workers,
@@ -299,9 +340,14 @@ void peers_run(const struct bench_opts *o, const char *workload, int workers,
          * job would otherwise dominate the run time. */
         uint64_t cap = o->quick ? 5000 : 20000;
         uint64_t n = d->slow && jobs > cap && !work_us ? cap : jobs;
-        for (int v = 0; v < 4 && d->variants[v]; v++) {
-            bench_progress("%s: %s %s", workload, d->prog, d->variants[v]);
-            run_one(o, d, d->variants[v], workers, n, payload, echo, work_us);
-        }
+        run_def(o, d, NULL, workers, n, payload, echo, work_us);
+    }
+    for (size_t i = 0; i < sizeof(peer_defs_as) / sizeof(peer_defs_as[0]); i++) {
+        const struct peer_def_as *d = &peer_defs_as[i];
+        if (strcmp(d->def.workload, workload) != 0)
+            continue;
+        uint64_t cap = o->quick ? d->cap / 10 : d->cap;
+        run_def(o, &d->def, d->as, workers, d->cap && jobs > cap ? cap : jobs, payload, echo,
+                work_us);
     }
 }

@@ -3,7 +3,8 @@
  * in which workloads and their peers run.
  *
  *   ppbench overhead|map|latency|payload|cache|scaling|imbalance|c2c|
- *           remote-overhead|remote-latency|remote-payload|remote-cache|all
+ *           stream|collect|remote-overhead|remote-latency|remote-payload|
+ *           remote-cache|all [more workloads: they run in all's order]
  *           [--workers N] [--jobs N] [--busy-poll] [--json] [--quick]
  *           [--no-peers] [--plot DIR]
  *   ppbench remote-overhead --nodes HOST:PORT[,...] --secret-file FILE [...]
@@ -134,6 +135,7 @@ void bench_result_init(struct bench_result *r, const char *workload,
     r->worst_ns = r->median_ns = r->best_ns = NAN;
     r->nnodes = 0;
     r->throughput_ratio = NAN;
+    r->baseline_ratio = NAN;
 }
 
 /* ---------------------------------------------------------------- */
@@ -206,6 +208,7 @@ static void emit_json(FILE *f, const struct bench_result *r)
     json_num(f, "median_ns", r->median_ns);
     json_num(f, "best_ns", r->best_ns);
     json_num(f, "throughput_ratio", r->throughput_ratio);
+    json_num(f, "baseline_ratio", r->baseline_ratio);
     if (r->nnodes > 0) {
         fputs(",\"nodes\":[", f);
         for (int k = 0; k < r->nnodes; k++) {
@@ -245,7 +248,7 @@ static bool result_ok(const struct bench_result *r)
               figure_ok(r->p999_ns) && figure_ok(r->gbps) && figure_ok(r->first_call_ns) &&
               figure_ok(r->repeat_call_ns) && figure_ok(r->efficiency) &&
               figure_ok(r->worst_ns) && figure_ok(r->median_ns) && figure_ok(r->best_ns) &&
-              figure_ok(r->throughput_ratio);
+              figure_ok(r->throughput_ratio) && figure_ok(r->baseline_ratio);
     for (int k = 0; k < PEER_NPCT; k++)
         ok &= figure_ok(r->pct_ns[k]);
     for (int k = 0; k < r->servers && k < BENCH_MAX_SERVERS; k++)
@@ -300,6 +303,14 @@ static double metric(const struct bench_result *r, bool *lower_better)
     return r->ns_per_job;
 }
 
+/* collect: the pp collector a peer's row is compared with, by the order
+ * it hands results back in (multiprocessing's imap keeps submission
+ * order; every other peer variant hands them back as they come). */
+static const char *collect_order(const char *peer_variant)
+{
+    return strcmp(peer_variant, "imap") == 0 ? "ordered" : "arrival";
+}
+
 /* The best pp row comparable with r (same workload, payload, and for
  * scaling the same workers and job length). */
 static const struct bench_result *pp_ref(const struct bench_result *r)
@@ -325,6 +336,14 @@ static const struct bench_result *pp_ref(const struct bench_result *r)
         }
         if (strcmp(r->workload, "payload") == 0 &&
             (strstr(r->variant, "echo") != NULL) != (strstr(p->variant, "echo") != NULL))
+            continue;
+        /* stream, collect: the default configuration's rows (no
+         * busy-poll); for collect the collector of the same order. */
+        if ((strcmp(r->workload, "stream") == 0 || strcmp(r->workload, "collect") == 0) &&
+            strstr(p->variant, "busy-poll"))
+            continue;
+        if (strcmp(r->workload, "collect") == 0 &&
+            strcmp(p->variant, collect_order(r->variant)) != 0)
             continue;
         double m = metric(p, &lb);
         if (isnan(m))
@@ -407,6 +426,22 @@ static void print_table(const char *workload)
         }
         printf("; the row is the worst: %s (median %s, best %s)\n", w, m, b);
     }
+    /* stream: the figures per value; collect: each collector against
+     * the plain submit+wait baseline of the same run. */
+    for (size_t i = 0; i < nresults; i++) {
+        const struct bench_result *r = &results[i];
+        if (strcmp(r->workload, workload) || r->skipped[0])
+            continue;
+        if (strcmp(workload, "stream") == 0)
+            printf("%s %s: %.1f ns/value, %.3g values/s\n", r->system, r->variant,
+                   r->ns_per_job, r->jobs_per_s);
+        else if (!isnan(r->baseline_ratio) && strncmp(r->variant, "submit+wait", 11))
+            printf("%s %s: %.1f ns/job, %.2fx plain submit+wait\n", r->system, r->variant,
+                   r->ns_per_job, r->baseline_ratio);
+    }
+    if (strcmp(workload, "collect") == 0)
+        printf("collect: pp x compares multiprocessing imap (submission order) with pp "
+               "ordered, every other peer with pp arrival\n");
     /* Rows measured on running nodes (--nodes): the jobs each ran, and
      * the all-nodes rows' throughput over the 1-node rows'. */
     for (size_t i = 0; i < nresults; i++) {
@@ -536,6 +571,7 @@ static const struct bench_workload workloads[] = {
     { "latency", run_latency },     { "payload", run_payload },
     { "cache", pp_bench_cache },    { "scaling", run_scaling },
     { "imbalance", run_imbalance }, { "c2c", pp_bench_c2c },
+    { "stream", bench_run_stream }, { "collect", bench_run_collect },
 };
 #define NLOCAL (sizeof(workloads) / sizeof(workloads[0]))
 #define NWORKLOADS (NLOCAL + bench_remote_nworkloads)
@@ -549,8 +585,9 @@ static const struct bench_workload *workload_at(size_t i)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: ppbench WORKLOAD [options]\n"
+            "usage: ppbench WORKLOAD [WORKLOAD...] [options]\n"
             "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c\n"
+            "            stream collect (collectors, pprocess styles)\n"
             "            remote-overhead remote-latency remote-payload remote-cache all\n"
             "            (remote-*: pp with one ppserver node on 127.0.0.1, found at\n"
             "            $PP_PPSERVER or <ppbench's directory>/../net/ppserver)\n"
@@ -558,7 +595,8 @@ static void usage(FILE *f)
             "                'default' row is always pp_server_new(NULL): all CPUs\n"
             "  --jobs N      jobs or items per measurement\n"
             "  --busy-poll   pp workers and waiters spin instead of sleeping (not in\n"
-            "                overhead's 'default' row)\n"
+            "                overhead's 'default' row; stream and collect add a\n"
+            "                busy-poll row to their default ones)\n"
             "  --json        one JSON object per measurement on stdout\n"
             "  --quick       small sizes (all --quick runs in under a minute)\n"
             "  --no-peers    measure pp only\n"
@@ -652,7 +690,9 @@ int bench_plot(const char *dir, const struct bench_result *res, size_t n);
 int main(int argc, char **argv)
 {
     struct bench_opts o = { .peers = true };
-    const char *which = NULL;
+    const char *which = NULL;   /* the first workload named */
+    const char *names[16];      /* every one named: they run in `all`'s order */
+    int nnames = 0;
     static char self[4096];
     static const char *nodes[BENCH_MAX_NODES + 1];
 
@@ -683,8 +723,10 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return 0;
-        } else if (a[0] != '-' && !which)
-            which = a;
+        } else if (a[0] != '-' && nnames < (int)(sizeof(names) / sizeof(names[0]))) {
+            names[nnames++] = a;
+            which = which ? which : a;
+        }
         else {
             usage(stderr);
             return 2;
@@ -696,7 +738,7 @@ int main(int argc, char **argv)
     }
     if (o.nnodes || o.secret_file) {
         const char *bad = NULL;
-        if (strcmp(which, "remote-overhead") != 0)
+        if (strcmp(which, "remote-overhead") != 0 || nnames > 1)
             bad = "--nodes and --secret-file go with remote-overhead only";
         else if (!o.nnodes)
             bad = "--secret-file goes with --nodes";
@@ -717,22 +759,30 @@ int main(int argc, char **argv)
     o.self_dir = dirname(self);
 
     int status = 0;
-    bool found = false;
+    bool all = false;
+    for (int k = 0; k < nnames; k++) { /* every name must be a workload */
+        bool known = strcmp(names[k], "all") == 0;
+        all |= known;
+        for (size_t i = 0; i < NWORKLOADS && !known; i++)
+            known = strcmp(names[k], workload_at(i)->name) == 0;
+        if (!known) {
+            usage(stderr);
+            return 2;
+        }
+    }
     for (size_t i = 0; i < NWORKLOADS; i++) {
         const struct bench_workload *w = workload_at(i);
-        if (strcmp(which, "all") && strcmp(which, w->name))
+        bool named = all;
+        for (int k = 0; k < nnames && !named; k++)
+            named = strcmp(names[k], w->name) == 0;
+        if (!named)
             continue;
-        found = true;
         bench_progress("workload %s", w->name);
         int r = w->run(&o);
         if (r < 0) {
             fprintf(stderr, "ppbench: %s failed: %s\n", w->name, strerror(-r));
             status = 1;
         }
-    }
-    if (!found) {
-        usage(stderr);
-        return 2;
     }
     if (!o.json) {
         printf("machine: %s; pp %s\n", bench_machine(), PP_VERSION_STRING);

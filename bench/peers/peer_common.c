@@ -27,6 +27,7 @@ static const char *const workload_names[PEER_NWORKLOADS] = {
     [PEER_OVERHEAD] = "overhead",   [PEER_MAP] = "map",
     [PEER_LATENCY] = "latency",     [PEER_PAYLOAD] = "payload",
     [PEER_SCALING] = "scaling",     [PEER_IMBALANCE] = "imbalance",
+    [PEER_STREAM] = "stream",
     [PEER_REMOTE_OVERHEAD] = "remote-overhead",
     [PEER_REMOTE_LATENCY] = "remote-latency",
     [PEER_REMOTE_PAYLOAD] = "remote-payload",

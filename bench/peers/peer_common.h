@@ -8,7 +8,7 @@
  * live here, and each peer only supplies the plumbing that carries
  * arguments to workers and results back.
  *
- * Command line (all peers):
+ * Command line (all peers; --workers is 1 for stream, one child):
  *   --workload W --workers N --jobs J [--payload B] [--echo]
  *   [--work-us U] [--seed S] [--variant V]
  *
@@ -41,6 +41,8 @@ enum peer_workload {
     PEER_PAYLOAD,   /* B-byte arguments, checksum or echo back */
     PEER_SCALING,   /* J jobs spinning U us each */
     PEER_IMBALANCE, /* J jobs of skewed duration (LCG seeded by S) */
+    PEER_STREAM,    /* one child process sends J 8-byte values,
+                       peer_stream_value(0 .. J-1), to the parent */
     /* The remote workloads: one worker process reached over loopback
      * TCP (127.0.0.1, a port the peer picks), as a pp node would be. */
     PEER_REMOTE_OVERHEAD, /* J trivial jobs, peer_remote_window in flight */
@@ -115,6 +117,13 @@ const struct peer_variant *peer_variant_find(const struct peer_variant *table,
 static inline uint64_t peer_trivial(uint64_t x)
 {
     return x * 2 + 1;
+}
+
+/* Value k of a stream: the trivial job of k, so that a value lost,
+ * repeated or out of order shows at the reader. */
+static inline uint64_t peer_stream_value(uint64_t k)
+{
+    return peer_trivial(k);
 }
 
 /* Sum of the buffer's little-endian 64-bit words plus, for a tail

@@ -14,11 +14,16 @@ Written the way the multiprocessing documentation shows a Pool: jobs are
 module-level functions (pickled by name), Pool(processes=N), and the
 dispatch call that fits each workload.  Variants (first = default):
 
-  overhead   apply_async | map | imap_unordered  (chunksize J/(4N))
+  overhead   apply_async | map | imap | imap_unordered  (chunksize J/(4N))
+             (ppbench's collect runs imap and imap_unordered as overhead)
   map        map (chunksize J/(4N))
   latency    apply
   payload    apply_async | imap (chunksize J/(4N)), arguments are bytes
   scaling, imbalance   apply_async-pyspin
+  stream     queue | pipe: one multiprocessing.Process puts J values
+             (peer_stream_value) one by one on a Queue (put) or a Pipe
+             (Connection.send); the parent takes each (get / recv) and
+             checks it; --workers is 1, no Pool
 
 The payload checksum is Python code as well (a few ms per MiB), so at
 large B only --echo measures the transfer alone.  The scaling and
@@ -42,7 +47,7 @@ import time
 
 EXIT_FAIL, EXIT_USAGE, EXIT_UNSUPPORTED = 1, 2, 3
 MASK64 = (1 << 64) - 1
-WORKLOADS = ("overhead", "map", "latency", "payload", "scaling", "imbalance")
+WORKLOADS = ("overhead", "map", "latency", "payload", "scaling", "imbalance", "stream")
 
 
 class WrongResult(Exception):
@@ -191,11 +196,84 @@ def overhead_map(pool, args):
     return wall(args, time.monotonic_ns() - t0)
 
 
+def overhead_imap(pool, args):
+    t0 = time.monotonic_ns()
+    check_trivial(pool.imap(trivial, range(args.jobs), chunksize=chunksize(args)))
+    return wall(args, time.monotonic_ns() - t0)
+
+
 def overhead_imap_unordered(pool, args):
     t0 = time.monotonic_ns()
     got = sorted(pool.imap_unordered(trivial, range(args.jobs), chunksize=chunksize(args)))
     check_trivial(got)  # 2x+1 is one-to-one: sorted results must be 1, 3, 5, ...
     return wall(args, time.monotonic_ns() - t0)
+
+
+def stream_value(k):
+    """Value k of a stream (peer_stream_value): the trivial job of k."""
+    return expect_trivial(k)
+
+
+def stream_put(q, n, parent):
+    """The child of stream/queue: n values, each put on its own."""
+    _die_with_parent(parent)
+    for k in range(n):
+        q.put((2 * k + 1) & MASK64)
+    q.close()
+    q.join_thread()  # every value is in the pipe before the child exits
+
+
+def stream_send(conn, n, parent):
+    """The child of stream/pipe: n values, each sent on its own."""
+    _die_with_parent(parent)
+    for k in range(n):
+        conn.send((2 * k + 1) & MASK64)
+    conn.close()
+
+
+def stream_run(args, make):
+    """Starts the child that make() sets up, takes its n values with the
+    getter make() returns, checks each; the time runs from the start of
+    the child (a fork) to the last value.  started() runs in the parent
+    once the child runs, done() after the last value."""
+    if args.workers != 1:
+        print(f"peer_mp.py: one child streams; --workers {args.workers} ignored",
+              file=sys.stderr)
+    proc, get, started, done = make(args.jobs)
+    t0 = time.monotonic_ns()
+    proc.start()
+    started()
+    try:
+        for k in range(args.jobs):
+            check(k, get(), stream_value(k))
+        ns = time.monotonic_ns() - t0
+        done()
+        proc.join()
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if proc.exitcode != 0:
+        raise WrongResult(f"the streaming child exited {proc.exitcode}")
+    return wall(args, ns)
+
+
+def stream_queue(args):
+    def make(n):
+        q = multiprocessing.Queue()
+        proc = multiprocessing.Process(target=stream_put, args=(q, n, os.getpid()))
+        return proc, q.get, lambda: None, q.close
+    return stream_run(args, make)
+
+
+def stream_pipe(args):
+    def make(n):
+        recv_end, send_end = multiprocessing.Pipe(duplex=False)
+        proc = multiprocessing.Process(target=stream_send, args=(send_end, n, os.getpid()))
+        # The parent closes its copy of the send end once the child has
+        # it: a child that dies then shows as EOFError, not a hang.
+        return proc, recv_end.recv, send_end.close, recv_end.close
+    return stream_run(args, make)
 
 
 def percentile(sorted_v, p):
@@ -294,13 +372,15 @@ def spin_apply_async(pool, args):
 
 VARIANTS = {
     "overhead": {"apply_async": overhead_apply_async, "map": overhead_map,
-                 "imap_unordered": overhead_imap_unordered},
+                 "imap": overhead_imap, "imap_unordered": overhead_imap_unordered},
     "map": {"map": overhead_map},
     "latency": {"apply": latency_apply},
     "payload": {"apply_async": payload_apply_async, "imap": payload_imap},
     "scaling": {"apply_async-pyspin": spin_apply_async},
     "imbalance": {"apply_async-pyspin": spin_apply_async},
+    "stream": {"queue": stream_queue, "pipe": stream_pipe},  # no Pool
 }
+NO_POOL = ("stream",)
 
 
 # --------------------------------------------------------------------
@@ -385,6 +465,14 @@ def main(argv):
     name, run = pick_variant(args)
     if run is None:
         return EXIT_UNSUPPORTED
+    if args.workload in NO_POOL:
+        try:
+            fields = run(args)
+        except WrongResult as e:
+            print(f"peer_mp.py: {e}", file=sys.stderr)
+            return EXIT_FAIL
+        print(json_line(args, name, fields), flush=True)
+        return 0
     pool = multiprocessing.Pool(processes=args.workers, initializer=_die_with_parent,
                                 initargs=(os.getpid(),))
     try:
