@@ -29,36 +29,46 @@
 #include <string.h>
 #include <time.h>
 
-#define CHUNK_BYTES (64u << 10)
+/* A queue's chunks grow from CHUNK_MIN to CHUNK_MAX bytes: an ordered
+ * collector has one queue per job, most of which hold one or two items. */
+#define CHUNK_MIN 256u
+#define CHUNK_MAX (64u << 10)
 
 struct chunk {
     struct chunk *next;
-    size_t used, read;
-    _Alignas(8) unsigned char buf[CHUNK_BYTES];
+    size_t used, read, cap;
+    _Alignas(8) unsigned char buf[];
 };
 
 /* ---------------------------------------------------------------- */
 /* Queues                                                             */
 /* ---------------------------------------------------------------- */
 
-static size_t item_size(uint32_t len, int kind)
+/* A failure's text is followed by a NUL (pp_collector_error returns it). */
+static size_t item_size(const struct item *it)
 {
-    size_t data = kind == IT_DATA ? ((size_t)len + 7u) & ~(size_t)7u : 0;
-    return sizeof(struct item) + data;
+    size_t n = (size_t)it->len + ((it->flags & IT_F_FAIL) != 0);
+    return sizeof(struct item) + (it->kind == IT_DATA ? (n + 7u) & ~(size_t)7u : 0);
 }
 
 /* Appends an item; false when out of memory (the message is dropped and
  * the caller says so). */
 static bool q_put(struct queue *q, const struct item *it, const void *data)
 {
-    size_t need = item_size(it->len, it->kind);
+    size_t need = item_size(it);
     struct chunk *c = q->tail;
-    if (!c || CHUNK_BYTES - c->used < need) {
-        c = malloc(sizeof(*c));
+    if (!c || c->cap - c->used < need) {
+        size_t cap = q->cap ? q->cap * 2 : CHUNK_MIN; /* where the queue had got to */
+        if (cap > CHUNK_MAX)
+            cap = CHUNK_MAX;
+        if (cap < need)
+            cap = need;
+        c = malloc(sizeof(*c) + cap);
         if (!c)
             return false;
         c->next = NULL;
         c->used = c->read = 0;
+        c->cap = q->cap = cap;
         if (q->tail)
             q->tail->next = c;
         else
@@ -68,6 +78,8 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
     memcpy(c->buf + c->used, it, sizeof(*it));
     if (need > sizeof(*it) && it->len)
         memcpy(c->buf + c->used + sizeof(*it), data, it->len);
+    if (it->kind == IT_DATA && (it->flags & IT_F_FAIL))
+        c->buf[c->used + sizeof(*it) + it->len] = '\0';
     c->used += need;
     return true;
 }
@@ -89,7 +101,7 @@ static struct item *q_peek(struct queue *q)
 
 static void q_pop(struct queue *q, struct item *it)
 {
-    q->head->read += item_size(it->len, it->kind);
+    q->head->read += item_size(it);
 }
 
 /* ---------------------------------------------------------------- */
@@ -136,15 +148,17 @@ static void wake_reader(struct pp_collector *c)
 /* Sources                                                            */
 /* ---------------------------------------------------------------- */
 
+/* wake: tell a waiting reader (the engine's drain does it once per pass). */
 static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
-                       const void *data)
+                       const void *data, bool wake)
 {
     it->job = j->index;
     bool ok = true;
     if (it->kind == IT_DATA && it->len > IT_DATA_MAX) {
-        void *p = malloc(it->len);
+        char *p = malloc((size_t)it->len + 1);
         if (p) {
             memcpy(p, data, it->len);
+            p[it->len] = '\0'; /* a failure's text is read as a string */
             it->kind = IT_HEAP;
             it->ref = (uint64_t)(uintptr_t)p;
         } else {
@@ -166,7 +180,7 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
         if (c->order == PP_ARRIVAL)
             free(j); /* nothing names it any more */
         pthread_cond_broadcast(&c->cond); /* readers, and submitters at the limit */
-    } else {
+    } else if (wake) {
         wake_reader(c);
     }
     return ok;
@@ -175,7 +189,7 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
 bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it, const void *data)
 {
     pthread_mutex_lock(&c->lock);
-    bool ok = add_locked(c, j, it, data);
+    bool ok = add_locked(c, j, it, data, true);
     pthread_mutex_unlock(&c->lock);
     return ok;
 }
@@ -346,7 +360,7 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
                        .kind = block ? IT_BLOCK : IT_DATA,
                        .slot = (uint16_t)d->slot, .ref = b.off };
-    add_locked(c, j, &it, payload); /* frees the block if it cannot queue it */
+    add_locked(c, j, &it, payload, false); /* frees the block if it cannot queue it */
 }
 
 void pp__coll_drain(struct pp_server *s, uint32_t slot)
@@ -431,12 +445,9 @@ static void drop_current(struct pp_collector *c)
 }
 
 /* The next item the reader may have, popped, or NULL. */
+/* PP_ORDERED: the next item the reader may have, or NULL. */
 static struct item *take_item(struct pp_collector *c, struct queue **qp)
 {
-    if (c->order == PP_ARRIVAL) {
-        *qp = &c->q;
-        return q_peek(&c->q);
-    }
     struct cjob *j;
     while ((j = c->first) != NULL) {
         struct item *it = q_peek(&j->q);
@@ -455,66 +466,84 @@ static struct item *take_item(struct pp_collector *c, struct queue **qp)
     return NULL;
 }
 
-static int next_locked(pp_collector *c, const void **data, size_t *len, int timeout_ms)
+/* The reader's view of *it, popped from q (reader-side state only: no
+ * lock needed).  Returns 0, or 1 for an item not shown (IT_NOTHING). */
+static int deliver(pp_collector *c, struct queue *q, struct item *it, const void **data,
+                   size_t *len, uint64_t *finals)
 {
-    struct timespec dl;
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
+    c->cur = *it;
+    const unsigned char *bytes = (const unsigned char *)(it + 1);
+    q_pop(q, it); /* the chunk stays until the next call: the view */
+    c->cur_valid = true;
+    bool final = c->cur.flags & IT_F_FINAL;
+    if (final)
+        (*finals)++;
+    if (c->bg)
+        pp__bg_read(c, &c->cur);
+    pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
+    switch (c->cur.kind) {
+    case IT_NOTHING:
+        drop_current(c);
+        return 1;
+    case IT_DATA:
+        *data = bytes;
+        break;
+    case IT_BLOCK:
+        *data = pp_seg_ptr(&c->s->seg, c->cur.ref);
+        break;
+    case IT_HEAP:
+        *data = (const void *)(uintptr_t)c->cur.ref;
+        break;
+    default: { /* IT_TASK */
+        size_t l;
+        pp_task_result(t, data, &l);
+        break;
     }
-    drop_current(c);
+    }
+    if (c->cur.flags & IT_F_FAIL) /* the error text, also as pp_collector_error */
+        c->cur_err = t && pp_task_error(t) ? pp_task_error(t) : (const char *)*data;
+    *len = c->cur.len;
+    if (!final)
+        c->cur.status = 0;
+    return 0;
+}
+
+/* Under the lock.  PP_ORDERED: the next item, delivered.  PP_ARRIVAL:
+ * everything queued moves to the reader's own queue in one go (returns
+ * 2: read it there, without the lock), so that a stream of messages costs
+ * the reader one lock per batch, not one per message. */
+static int next_locked(pp_collector *c, const void **data, size_t *len, int timeout_ms,
+                       const struct timespec *dl)
+{
+    c->finals_read += c->rq_finals;
+    c->rq_finals = 0;
     for (;;) {
-        struct queue *q;
-        struct item *it = take_item(c, &q);
-        if (it) {
-            c->cur = *it;
-            const unsigned char *bytes = (const unsigned char *)(it + 1);
-            q_pop(q, it); /* the chunk stays until the next call: the view */
-            c->cur_valid = true;
-            bool final = c->cur.flags & IT_F_FINAL;
-            if (final)
-                c->finals_read++;
-            if (c->bg)
-                pp__bg_read(c, &c->cur);
-            pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
-            switch (c->cur.kind) {
-            case IT_NOTHING:
-                drop_current(c);
+        if (c->order == PP_ARRIVAL) {
+            if (q_peek(&c->q)) {
+                q_free(c->s, &c->rq); /* read to the end: at most its last, empty chunk */
+                c->rq.head = c->q.head;
+                c->rq.tail = c->q.tail;
+                c->q.head = c->q.tail = NULL; /* the engine starts a new chunk */
+                return 2;
+            }
+        } else {
+            struct queue *q;
+            struct item *it = take_item(c, &q);
+            if (it) {
+                if (deliver(c, q, it, data, len, &c->finals_read) == 0)
+                    return 0;
                 continue;
-            case IT_DATA:
-                *data = bytes;
-                break;
-            case IT_BLOCK:
-                *data = pp_seg_ptr(&c->s->seg, c->cur.ref);
-                break;
-            case IT_HEAP:
-                *data = (const void *)(uintptr_t)c->cur.ref;
-                break;
-            default: { /* IT_TASK */
-                size_t l;
-                pp_task_result(t, data, &l);
-                break;
             }
-            }
-            if (c->cur.flags & IT_F_FAIL) /* the error text, also as pp_collector_error */
-                c->cur_err = t && pp_task_error(t) ? pp_task_error(t) : (const char *)*data;
-            *len = c->cur.len;
-            if (!final)
-                c->cur.status = 0;
-            return 0;
         }
         if (c->finals_read == c->submitted && !c->first)
             return PP_END;
         if (timeout_ms == 0)
             return -ETIMEDOUT;
+        if (c->s)
+            pp__before_block(c->s); /* a worker may be spinning on our CPU for jobs */
         c->readers_waiting++;
         int w = timeout_ms < 0 ? pthread_cond_wait(&c->cond, &c->lock)
-                               : pthread_cond_timedwait(&c->cond, &c->lock, &dl);
+                               : pthread_cond_timedwait(&c->cond, &c->lock, dl);
         c->readers_waiting--;
         if (w == ETIMEDOUT)
             return -ETIMEDOUT;
@@ -527,10 +556,30 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
         return -EINVAL;
     if (c->s && pp__in_engine(c->s))
         return -EDEADLK; /* from a callback: the engine would wait for itself */
-    pthread_mutex_lock(&c->lock);
-    int r = next_locked(c, data, len, timeout_ms);
-    pthread_mutex_unlock(&c->lock);
-    return r;
+    struct timespec dl = { 0, 0 };
+    if (timeout_ms > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    drop_current(c);
+    for (;;) {
+        struct item *it;
+        if (c->order == PP_ARRIVAL && (it = q_peek(&c->rq)) != NULL) {
+            if (deliver(c, &c->rq, it, data, len, &c->rq_finals) == 0)
+                return 0;
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        int r = next_locked(c, data, len, timeout_ms, &dl);
+        pthread_mutex_unlock(&c->lock);
+        if (r != 2)
+            return r;
+    }
 }
 
 PP_EXPORT int pp_collector_status(pp_collector *c)
@@ -582,6 +631,7 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
     pthread_mutex_lock(&c->lock);
     drop_current(c);
     q_free(c->s, &c->q);
+    q_free(c->s, &c->rq);
     while (c->first) {
         struct cjob *j = c->first;
         c->first = j->next;

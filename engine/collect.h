@@ -45,6 +45,7 @@ struct item {
 struct chunk;
 struct queue {
     struct chunk *head, *tail;
+    size_t cap;              /* the size of its latest chunk (they grow) */
 };
 
 struct cjob {
@@ -66,6 +67,8 @@ struct pp_collector {
     uint64_t finals_read;    /* of which the last message was read */
     unsigned readers_waiting;
     struct queue q;          /* PP_ARRIVAL */
+    struct queue rq;         /* PP_ARRIVAL: what the reader took in one go; its alone */
+    uint64_t rq_finals;      /* last messages read from rq, not yet in finals_read */
     struct cjob *first, *last; /* PP_ORDERED: jobs not fully read */
     /* The message last returned, and what to free at the next call. */
     struct item cur;

@@ -258,9 +258,13 @@ static void msg_put(struct pp_job *job, uint16_t kind, const void *p, uint32_t l
         sched_yield();
     }
     /* Pairs with the engine's fence between setting engine_sleeping and
-     * looking at the rings (engine.c). */
+     * looking at the rings (engine.c).  Only the sender that clears the
+     * flag writes the eventfd: a stream of messages to a sleeping engine
+     * costs one system call, not one each (the engine clears the flag
+     * itself when it wakes, and a stale eventfd count only makes its next
+     * poll return at once). */
     pp_fence_seq_cst();
-    if (pp_load_relaxed(&k->sh->engine_sleeping))
+    if (pp_load_relaxed(&k->sh->engine_sleeping) && atomic_exchange(&k->sh->engine_sleeping, 0))
         (void)!write(k->sh->engine_efd, &one, sizeof(one));
 }
 
