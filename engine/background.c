@@ -4,7 +4,8 @@
  * messages on a UNIX socket until a reader has read them all.
  *
  * The background process (double fork, its own session, standard input,
- * output and error on /dev/null) binds the socket with umask 0177 (mode
+ * output and error on /dev/null, no other descriptor of the caller's)
+ * binds the socket with umask 0177 (mode
  * 0600 from the start: no window where others may connect), forks the
  * job's process and tells the caller it listens.  The job's process runs
  * fn with a pp_job of its own (job->bg: pp_job_send writes a frame to a
@@ -339,6 +340,27 @@ static int bg_listen(const char *path)
     return fd;
 }
 
+/* Closes every descriptor but stdio and keep[0..n): a detached process
+ * must not hold the caller's (its pp_server's zygote socket and segment,
+ * a test harness's pipes), or their other ends never see it go. */
+static void close_others(const int *keep, int n)
+{
+    int lo = 3;
+    for (;;) {
+        int next = -1; /* the lowest kept fd >= lo */
+        for (int i = 0; i < n; i++)
+            if (keep[i] >= lo && (next < 0 || keep[i] < next))
+                next = keep[i];
+        if (next < 0) {
+            close_range((unsigned)lo, ~0u, 0);
+            return;
+        }
+        if (next > lo)
+            close_range((unsigned)lo, (unsigned)next - 1, 0);
+        lo = next + 1;
+    }
+}
+
 static void stdio_null(void)
 {
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -359,9 +381,7 @@ static void bg_main(const char *path, pp_fn *fn, const void *arg, size_t len, in
     if (lfd >= 0 && said == 0 && (job = fork()) < 0)
         said = -errno;
     if (job == 0) { /* the job's process */
-        close(jp[0]);
-        close(lfd);
-        close(status_fd);
+        close_others(&jp[1], 1);
         stdio_null();
         job_main(fn, arg, len, jp[1]);
     }
@@ -373,6 +393,7 @@ static void bg_main(const char *path, pp_fn *fn, const void *arg, size_t len, in
         _exit(1);
     }
     close(jp[1]);
+    close_others((int[]){ lfd, jp[0] }, 2);
     stdio_null();
     struct pp_bg b = { .cfd = -1, .job_fd = jp[0],
                        .reserve = malloc(sizeof(struct bg_msg) + PP_ERRMSG_MAX) };

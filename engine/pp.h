@@ -528,7 +528,8 @@ PP_EXPORT void pp_channel_exit(pp_channel *ch) __attribute__((noreturn));
  * socket file left by a background job that died is replaced; any other
  * existing file is not (-EEXIST), nor a socket someone listens on
  * (-EADDRINUSE).  fn runs in a process of its own under the background
- * process, with standard input, output and error on /dev/null; it may
+ * process, with standard input, output and error on /dev/null and no
+ * other descriptor of the caller's (it is detached); it may
  * create its own pp_server and run jobs.  A crash of fn is delivered as
  * its last message (-ECHILD) after what it sent.  The
  * background process keeps every message until a reader has read it,

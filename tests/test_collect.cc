@@ -813,6 +813,27 @@ TEST_F(Collect, BackgroundOutlivesItsCreatorAndIsReadOnce)
     ASSERT_EQ(waitpid(reader, &st, 0), reader);
     ASSERT_TRUE(WIFEXITED(st)) << st;
     ASSERT_EQ(WEXITSTATUS(st), 0);
+    // It holds nothing of ours (our pp_server's segment, its zygote's socket).
+    bool bg_fds_clean = true;
+    {
+        pid_t bg = scratch()->pid[5].load();
+        std::string dir = "/proc/" + std::to_string(bg) + "/fd";
+        DIR *d = opendir(dir.c_str());
+        struct dirent *e;
+        int n = 0;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            char buf[256] = "";
+            ssize_t k = readlink((dir + "/" + e->d_name).c_str(), buf, sizeof(buf) - 1);
+            if (k > 0 && (strstr(buf, "memfd:") || strstr(buf, "anon_inode")))
+                bg_fds_clean = false;
+            n++;
+        }
+        if (d)
+            closedir(d);
+        EXPECT_LE(n, 6) << "fds of the background process"; // stdio, listener, job pipe, a reader
+    }
     pp_collector *c;
     ASSERT_EQ(pp_background_open(paths, &c), 0);
     std::vector<Msg> m = read_all(c, 30000);
@@ -825,6 +846,7 @@ TEST_F(Collect, BackgroundOutlivesItsCreatorAndIsReadOnce)
     EXPECT_TRUE(wait_until([&] { return !file_exists(path); }, 10000)) << path;
     pid_t sid = scratch()->release[5].load();
     EXPECT_GT(sid, 1);
+    EXPECT_TRUE(bg_fds_clean) << "the background process kept one of the caller's descriptors";
     EXPECT_TRUE(session_empty(sid)) << "the background job's session still has processes";
 }
 
