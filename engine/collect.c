@@ -141,10 +141,6 @@ static void wake_reader(struct pp_collector *c)
 }
 
 /* ---------------------------------------------------------------- */
-/* The engine side                                                    */
-/* ---------------------------------------------------------------- */
-
-/* ---------------------------------------------------------------- */
 /* Sources                                                            */
 /* ---------------------------------------------------------------- */
 
@@ -171,7 +167,8 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
         item_free(c->s, it);
         if (it->flags & IT_F_FINAL) { /* the job still ends: nothing to show */
             struct item end = { .kind = IT_NOTHING, .flags = IT_F_FINAL, .job = j->index };
-            ok = q_put(job_queue(c, j), &end, NULL);
+            if (!q_put(job_queue(c, j), &end, NULL))
+                c->finals_read++; /* not even that: count it read, or PP_END never comes */
         }
     }
     if (it->flags & IT_F_FINAL) {
