@@ -85,26 +85,11 @@ struct pp_bg {
 
 /* ---- the job's process ---- */
 
-static int write_all(int fd, const void *p, size_t n, bool sock)
-{
-    const unsigned char *c = p;
-    while (n) {
-        ssize_t w = sock ? send(fd, c, n, MSG_NOSIGNAL) : write(fd, c, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int frame_out(int fd, uint32_t kind, int status, const void *data, size_t len)
 {
     struct bg_frame f = { kind, status, len };
-    int r = write_all(fd, &f, sizeof(f), false);
-    return r == 0 && len ? write_all(fd, data, len, false) : r;
+    int r = pp__write_all(fd, &f, sizeof(f));
+    return r == 0 && len ? pp__write_all(fd, data, len) : r;
 }
 
 int pp__bg_send(struct pp_job *job, const void *data, size_t len)
@@ -210,8 +195,9 @@ static void send_window(struct pp_bg *b)
 {
     while (b->cfd >= 0 && b->sent < b->count && b->sent - b->base < BG_WINDOW) {
         struct bg_msg *m = b->sent == b->base ? b->head : b->last->next;
-        if (write_all(b->cfd, &m->f, sizeof(m->f), true) < 0 ||
-            (m->f.len && write_all(b->cfd, m->data, m->f.len, true) < 0)) {
+        /* SIGPIPE is ignored here (bg_main): a gone reader is -EPIPE. */
+        if (pp__write_all(b->cfd, &m->f, sizeof(m->f)) < 0 ||
+            (m->f.len && pp__write_all(b->cfd, m->data, m->f.len) < 0)) {
             drop_reader(b); /* the next reader gets them */
             return;
         }

@@ -96,6 +96,10 @@ PP_HIDDEN void pp__coll_unreserve(struct pp_collector *c, struct cjob *j);
 PP_HIDDEN bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it,
                             const void *data);
 
+/* create.c: all n bytes to fd (a pipe or a socket; SIGPIPE must be
+ * ignored by the caller): 0 or -errno. */
+PP_HIDDEN int pp__write_all(int fd, const void *p, size_t n);
+
 /* create.c: stop the watcher (every created process has ended). */
 PP_HIDDEN void pp__create_fini(struct pp_collector *c);
 /* background.c: a message of this collector was read / stop and close. */

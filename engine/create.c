@@ -65,7 +65,7 @@ struct watcher {
 /* The child's side                                                   */
 /* ---------------------------------------------------------------- */
 
-static int write_all(int fd, const void *p, size_t n)
+int pp__write_all(int fd, const void *p, size_t n)
 {
     const unsigned char *b = p;
     while (n) {
@@ -73,7 +73,7 @@ static int write_all(int fd, const void *p, size_t n)
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
-            return errno == EPIPE ? -EPIPE : -errno;
+            return -errno;
         b += w;
         n -= (size_t)w;
     }
@@ -94,7 +94,7 @@ PP_EXPORT int pp_channel_send(pp_channel *ch, const void *data, size_t len)
         memcpy(f, h, sizeof(h));
         if (len)
             memcpy(f + FRAME_HDR, data, len);
-        return write_all(ch->fd, f, FRAME_HDR + len);
+        return pp__write_all(ch->fd, f, FRAME_HDR + len);
     }
     struct pp_shared *sh = ch->s->sh;
     uint64_t off = pp_pages_alloc(&sh->pages, &ch->s->seg, len, NULL);
@@ -106,7 +106,7 @@ PP_EXPORT int pp_channel_send(pp_channel *ch, const void *data, size_t len)
     h[1] = sizeof(ref);
     memcpy(f, h, sizeof(h));
     memcpy(f + FRAME_HDR, ref, sizeof(ref));
-    int r = write_all(ch->fd, f, FRAME_HDR + sizeof(ref));
+    int r = pp__write_all(ch->fd, f, FRAME_HDR + sizeof(ref));
     if (r < 0)
         pp_pages_free(&sh->pages, &ch->s->seg, off, len);
     return r;
@@ -116,7 +116,7 @@ PP_EXPORT void pp_channel_exit(pp_channel *ch)
 {
     if (ch) {
         uint32_t h[2] = { CH_EXIT, 0 };
-        (void)write_all(ch->fd, h, sizeof(h));
+        (void)pp__write_all(ch->fd, h, sizeof(h));
     }
     _exit(0);
 }

@@ -20,11 +20,11 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
+#include "../shm/futex.h"
 #include "hostlist.h"
 #include "loop.h"
 #include "pp.h"
@@ -55,9 +55,7 @@ struct pp_slurm {
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return pp_now_ns() / 1000000u;
 }
 
 /* A program name as execvp would find it, resolved before fork (the

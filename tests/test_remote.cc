@@ -359,6 +359,39 @@ protected:
     std::vector<const char *> ptrs;
 };
 
+// remote_square of base, base + 1, ...: submit them all, then check and
+// release each (its own result, within timeout_ms).
+static void submit_squares(pp_server *srv, std::vector<pp_task *> &t, uint64_t base)
+{
+    for (size_t i = 0; i < t.size(); i++) {
+        uint64_t x = base + i;
+        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[i]), 0);
+    }
+}
+
+static void check_squares(pp_server *srv, std::vector<pp_task *> &t, uint64_t base,
+                          int timeout_ms)
+{
+    for (size_t i = 0; i < t.size(); i++) {
+        ASSERT_EQ(pp_task_wait(t[i], timeout_ms), 0) << i << " " << node_errors(srv);
+        const void *d;
+        size_t len;
+        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
+        ASSERT_EQ(len, sizeof(uint64_t));
+        uint64_t x = base + i;
+        EXPECT_EQ(*(const uint64_t *)d, x * x + 1);
+        pp_task_release(t[i]);
+    }
+}
+
+static void run_squares(pp_server *srv, int n, uint64_t base, int timeout_ms = 30000)
+{
+    std::vector<pp_task *> t((size_t)n);
+    submit_squares(srv, t, base);
+    if (!::testing::Test::HasFatalFailure())
+        check_squares(srv, t, base, timeout_ms);
+}
+
 // Everything on one node (ncpus = 0): results, stats, node info.
 TEST_P(Remote, OneNodeRunsEveryJob)
 {
@@ -368,20 +401,8 @@ TEST_P(Remote, OneNodeRunsEveryJob)
     ASSERT_NE(srv, nullptr);
     ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv) << a.logs();
     const int N = 2000;
-    std::vector<pp_task *> t(N);
-    for (int i = 0; i < N; i++) {
-        uint64_t x = (uint64_t)i;
-        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[i]), 0);
-    }
-    for (int i = 0; i < N; i++) {
-        ASSERT_EQ(pp_task_wait(t[i], 20000), 0) << i << " " << node_errors(srv);
-        const void *d;
-        size_t len;
-        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
-        ASSERT_EQ(len, sizeof(uint64_t));
-        EXPECT_EQ(*(const uint64_t *)d, (uint64_t)i * i + 1);
-        pp_task_release(t[i]);
-    }
+    run_squares(srv, N, 0, 20000);
+    ASSERT_FALSE(HasFatalFailure());
     pp_node_info info[4];
     ASSERT_EQ(pp_get_active_nodes(srv, info, 4), 1);
     EXPECT_EQ(info[0].state, PP_NODE_UP);
@@ -1300,20 +1321,8 @@ TEST_P(Remote, DiscoveryFindsNode)
     ASSERT_NE(srv, nullptr);
     ASSERT_TRUE(wait_up(srv, 1, 3000)) << node_errors(srv) << a.logs();
     const int N = 200;
-    std::vector<pp_task *> t(N);
-    for (int i = 0; i < N; i++) {
-        uint64_t x = (uint64_t)i;
-        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[i]), 0);
-    }
-    for (int i = 0; i < N; i++) {
-        ASSERT_EQ(pp_task_wait(t[i], 20000), 0) << i << " " << node_errors(srv);
-        const void *d;
-        size_t len;
-        ASSERT_EQ(pp_task_result(t[i], &d, &len), 0) << pp_task_error(t[i]);
-        ASSERT_EQ(len, sizeof(uint64_t));
-        EXPECT_EQ(*(const uint64_t *)d, (uint64_t)i * i + 1);
-        pp_task_release(t[i]);
-    }
+    run_squares(srv, N, 0, 20000);
+    ASSERT_FALSE(HasFatalFailure());
     // Answers to the later queries (250 ms, 1 s) name the same node: one entry.
     std::this_thread::sleep_for(std::chrono::milliseconds(1100));
     pp_node_info info[4];
@@ -1447,25 +1456,6 @@ static bool wait_state(pp_server *srv, unsigned i, pp_node_state st, int ms)
     return false;
 }
 
-static void run_squares(pp_server *srv, int n, uint64_t base)
-{
-    std::vector<pp_task *> t((size_t)n);
-    for (int i = 0; i < n; i++) {
-        uint64_t x = base + (uint64_t)i;
-        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[(size_t)i]), 0);
-    }
-    for (int i = 0; i < n; i++) {
-        ASSERT_EQ(pp_task_wait(t[(size_t)i], 30000), 0) << i << " " << node_errors(srv);
-        const void *d;
-        size_t len;
-        ASSERT_EQ(pp_task_result(t[(size_t)i], &d, &len), 0) << pp_task_error(t[(size_t)i]);
-        ASSERT_EQ(len, sizeof(uint64_t));
-        uint64_t x = base + (uint64_t)i;
-        EXPECT_EQ(*(const uint64_t *)d, x * x + 1);
-        pp_task_release(t[(size_t)i]);
-    }
-}
-
 // A node that starts after the client's first queries (0, 250 ms, 1 s;
 // the next is 10 s later) joins by its first beacon: the client listens
 // on the discovery port.  Loopback has a broadcast address too.
@@ -1517,23 +1507,14 @@ TEST_P(Remote, DiscoveredNodeThatDiesLeavesAndRejoins)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     std::vector<pp_task *> t(20);
-    for (int i = 0; i < 20; i++) {
-        uint64_t x = 1000 + (uint64_t)i;
-        ASSERT_EQ(pp_submit(srv, remote_square, &x, sizeof x, nullptr, &t[(size_t)i]), 0);
-    }
+    submit_squares(srv, t, 1000);
+    ASSERT_FALSE(HasFatalFailure());
     Node b;
     b.port_arg = std::to_string(port);
     ASSERT_TRUE(b.start(secret, 1, { "-a", "-b", "127.255.255.255" })) << b.logs();
     ASSERT_TRUE(wait_state(srv, 0, PP_NODE_UP, 5000)) << node_errors(srv) << b.logs();
-    for (int i = 0; i < 20; i++) {
-        ASSERT_EQ(pp_task_wait(t[(size_t)i], 30000), 0);
-        const void *d;
-        size_t len;
-        ASSERT_EQ(pp_task_result(t[(size_t)i], &d, &len), 0) << pp_task_error(t[(size_t)i]);
-        uint64_t x = 1000 + (uint64_t)i;
-        EXPECT_EQ(*(const uint64_t *)d, x * x + 1);
-        pp_task_release(t[(size_t)i]);
-    }
+    check_squares(srv, t, 1000, 30000);
+    ASSERT_FALSE(HasFatalFailure());
     EXPECT_EQ(pp_get_active_nodes(srv, nullptr, 0), 1); // the same row
     EXPECT_EQ(node_info(srv, 0).jobs_done, 70u);
     pp_server_destroy(srv);
