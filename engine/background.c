@@ -600,9 +600,7 @@ void pp__bg_fini(struct pp_collector *c)
                 ;
             close(s->fd);
         }
-        if (!s->ended)
-            free(s->j); /* arrival order: a job that did not end is ours */
-        free(s->buf);
+        free(s->buf); /* its job, ended or not, goes with the collector */
         free((void *)s->path);
     }
     /* What was queued and not read is dropped with the collector; the

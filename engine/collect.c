@@ -1,23 +1,42 @@
 /*
  * collect.c - collectors (pprocess Map, Queue, Exchange) on the job path.
  *
- * A collector's job is an ordinary record with PP_RF_COLLECT and an
- * engine callback whose argument is the job's struct cjob.  Its messages
- * (pp_job_send, worker.c) go through its consumer's message ring
+ * A collector's job is an ordinary record with PP_RF_COLLECT, finished by
+ * its consumer like a plain pp_submit job (QUEUED -> DONE, no engine
+ * thread in between): the reader looks at the records of its jobs itself,
+ * as pp_task_wait does, and takes the result straight from the record.
+ * The consumer rings the collector's doorbell (sh->bells) after DONE, so
+ * a reader that sleeps is woken; one that is busy never pays for it.
+ *
+ * Messages (pp_job_send, worker.c) go through the consumer's message ring
  * (shm/bring.h) to the engine thread, which appends them to the
- * collector's queue here; the job's result or failure is appended by the
- * callback, which the engine runs after it drained that consumer's
- * messages (pp__drain_slot), so it always comes last.  Small messages are
+ * collector's queues here and rings the bell.  The record says how many
+ * the job sent (rec->nmsgs, written before DONE); its result is shown
+ * once that many were shown, so it always comes last, however far behind
+ * the engine is.  A job failed by the engine (its worker died) gets
+ * nmsgs = what was drained of it (pp__coll_failing).  Small messages are
  * copied into the queue's chunks (no allocation per message); large ones
  * stay in the page-heap block the worker wrote them into, and the reader
  * sees them there.
  *
- * Queues.  PP_ARRIVAL: one queue.  PP_ORDERED: one queue per job, jobs in
- * submission order; the reader drains the oldest job's queue (while it
- * runs, too) and moves on when its last message is read.
+ * Queues.  PP_ARRIVAL: one queue of messages; jobs seen DONE wait in
+ * `ready` until their messages were shown.  PP_ORDERED: one queue per
+ * job, jobs in submission order; the reader drains the oldest job's queue
+ * (while it runs, too) and moves on when its end was taken.
  *
- * Everything below is under the collector's lock; the engine thread
- * takes it once per run of messages of one collector.
+ * The reader works in passes: under the lock, one pass moves everything
+ * it may show (queued messages, then the ends of finished jobs) into its
+ * own queue rq, which it then reads without the lock.  Seeing DONE.
+ * PP_ORDERED looks at the oldest jobs only.  PP_ARRIVAL walks `pend`
+ * (workers' jobs not seen DONE, in submission order) and stops after
+ * OBSERVE_UNQUEUED jobs no consumer owns yet: the submit ring is FIFO, so
+ * those behind them have not started either, but for a few that a
+ * consumer just took or that were queued again after a worker died,
+ * which a later pass finds (every job ahead of them ends, and rings).
+ * A walk thus costs what it finds plus a bounded number of looks.
+ *
+ * Lock order: the collector's lock, then nothing (the engine takes it
+ * once per run of messages of one collector).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -76,7 +95,7 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
         q->tail = c;
     }
     memcpy(c->buf + c->used, it, sizeof(*it));
-    if (need > sizeof(*it) && it->len)
+    if (need > sizeof(*it) && it->len && data)
         memcpy(c->buf + c->used + sizeof(*it), data, it->len);
     if (it->kind == IT_DATA && (it->flags & IT_F_FAIL))
         c->buf[c->used + sizeof(*it) + it->len] = '\0';
@@ -102,6 +121,31 @@ static struct item *q_peek(struct queue *q)
 static void q_pop(struct queue *q, struct item *it)
 {
     q->head->read += item_size(it);
+}
+
+/* Moves every item of src to the end of dst (dst read to the end: at
+ * most its last, empty chunk, which goes). */
+static void q_splice(struct queue *dst, struct queue *src)
+{
+    if (!src->head)
+        return;
+    if (dst->head && dst->head == dst->tail && dst->head->read == dst->head->used) {
+        free(dst->head);
+        dst->head = dst->tail = NULL;
+    }
+    if (dst->tail)
+        dst->tail->next = src->head;
+    else
+        dst->head = src->head;
+    dst->tail = src->tail;
+    if (src->cap > dst->cap)
+        dst->cap = src->cap;
+    src->head = src->tail = NULL; /* its next item starts a new chunk */
+}
+
+static bool q_empty(struct queue *q)
+{
+    return q_peek(q) == NULL;
 }
 
 /* ---------------------------------------------------------------- */
@@ -134,17 +178,222 @@ static struct queue *job_queue(struct pp_collector *c, struct cjob *j)
     return c->order == PP_ORDERED ? &j->q : &c->q;
 }
 
-static void wake_reader(struct pp_collector *c)
+static void ring(struct pp_collector *c)
 {
-    if (c->readers_waiting)
-        pthread_cond_broadcast(&c->cond);
+    pp_event_signal(c->bell, INT_MAX);
 }
 
 /* ---------------------------------------------------------------- */
-/* Sources                                                            */
+/* Jobs                                                               */
 /* ---------------------------------------------------------------- */
 
-/* wake: tell a waiting reader (the engine's drain does it once per pass). */
+/* Acquire: pairs with the release in pp__coll_bind. */
+static struct pp_task *job_task(const struct cjob *j)
+{
+    return atomic_load_explicit(&j->t, memory_order_acquire);
+}
+
+static void pend_link(struct pp_collector *c, struct cjob *j)
+{
+    j->pnext = NULL;
+    j->pprev = c->pend_tail;
+    if (c->pend_tail)
+        c->pend_tail->pnext = j;
+    else
+        c->pend_head = j;
+    c->pend_tail = j;
+}
+
+static void pend_unlink(struct pp_collector *c, struct cjob *j)
+{
+    if (j->pprev)
+        j->pprev->pnext = j->pnext;
+    else
+        c->pend_head = j->pnext;
+    if (j->pnext)
+        j->pnext->pprev = j->pprev;
+    else
+        c->pend_tail = j->pprev;
+    j->pnext = j->pprev = NULL;
+}
+
+/* A worker's job whose record is DONE: it ended (the limit), and an
+ * arrival-order reader may show its end once its messages were shown. */
+static void mark_done(struct pp_collector *c, struct cjob *j)
+{
+    if (c->track)
+        pend_unlink(c, j);
+    j->done = true;
+    c->finals++;
+    if (c->order == PP_ARRIVAL) {
+        j->next = NULL;
+        if (c->ready_tail)
+            c->ready_tail->next = j;
+        else
+            c->ready = j;
+        c->ready_tail = j;
+    }
+}
+
+/* B2: acquire, pairs with the consumer's publish (D1); after DONE the
+ * status, result and nmsgs are final. */
+static bool rec_done(struct pp_task *t)
+{
+    return pp_st_phase(pp_load_acquire(&t->rec->state)) == PP_ST_DONE;
+}
+
+/* Consumers that own a job hold at most one each, and one that just took
+ * a token owns it a moment later; these many unowned jobs in a row mean
+ * the walk has reached the jobs still queued. */
+#define OBSERVE_UNQUEUED 16u
+/* What one pass takes at most, so that the lock is not held long. */
+#define PASS_MAX 4096u
+
+/* Walks pend (see the top of the file); returns how many ended. */
+static unsigned observe(struct pp_collector *c, unsigned max)
+{
+    unsigned found = 0, unowned = 0;
+    struct cjob *j = c->pend_head, *nx;
+    for (; j && found < max; j = nx) {
+        nx = j->pnext;
+        struct pp_task *t = job_task(j);
+        if (!t) { /* being submitted: as good as queued */
+            if (++unowned >= OBSERVE_UNQUEUED)
+                break;
+            continue;
+        }
+        struct pp_rec *r = t->rec;
+        uint64_t st = pp_load_acquire(&r->state); /* B2 */
+        if (pp_st_phase(st) == PP_ST_DONE) {
+            mark_done(c, j);
+            found++;
+        } else if ((uint32_t)(pp_load_relaxed(&r->own) >> 32) != pp_st_gen(st) &&
+                   ++unowned >= OBSERVE_UNQUEUED) {
+            break;
+        }
+    }
+    return found;
+}
+
+/* A worker's job whose end may be shown: DONE, and every message it sent
+ * was shown (or lost). */
+static bool end_due(const struct cjob *j, struct pp_task *t)
+{
+    return j->done && j->delivered + j->lost >= t->rec->nmsgs;
+}
+
+/* Queues the end of worker job j on q (the reader's): its result, its
+ * failure, or nothing shown (no result set).  The item keeps the task
+ * (the view of the result) until it was read. */
+static void put_end(struct pp_collector *c, struct queue *q, struct cjob *j, struct pp_task *t)
+{
+    struct pp_rec *r = t->rec;
+    struct item it = { .status = r->status, .flags = IT_F_FINAL, .job = j->index,
+                       .task = (uint64_t)(uintptr_t)t, .kind = IT_TASK };
+    if (it.status < 0)
+        it.flags |= IT_F_FAIL;
+    else if (r->res_where == PP_RES_NONE)
+        it.kind = IT_NOTHING;
+    if (!q_put(q, &it, NULL)) { /* out of memory: the end is counted read, unseen */
+        pp_task_release(t);
+        c->finals_read++;
+    }
+}
+
+/* Under the lock: a job fully taken goes back to the collector's pool.
+ * Its task may still name it (t->coll): the engine checks j->t. */
+static void retire(struct pp_collector *c, struct cjob *j)
+{
+    if (j->q.head)
+        free(j->q.head); /* at most an empty chunk */
+    atomic_store_explicit(&j->t, NULL, memory_order_relaxed);
+    j->next = c->free;
+    c->free = j;
+}
+
+/* Under the lock: a job from the pool (a new slab when it is empty). */
+static struct cjob *job_get(struct pp_collector *c, bool worker)
+{
+    if (!c->free) {
+        struct cjob_slab *sl = calloc(1, sizeof(*sl));
+        if (!sl)
+            return NULL;
+        sl->next = c->slabs;
+        c->slabs = sl;
+        for (unsigned i = CJOB_SLAB; i-- > 0;) {
+            sl->jobs[i].c = c;
+            sl->jobs[i].next = c->free;
+            c->free = &sl->jobs[i];
+        }
+    }
+    struct cjob *j = c->free;
+    c->free = j->next;
+    /* Every field but c and t (NULL since it was taken). */
+    j->next = j->pnext = j->pprev = NULL;
+    j->q.head = j->q.tail = NULL;
+    j->q.cap = 0;
+    j->received = j->lost = j->delivered = 0;
+    j->worker = worker;
+    j->done = j->final = false;
+    return j;
+}
+
+/* Waits on the bell (under the lock, which it drops while asleep) unless
+ * ready(c) holds after the waiter announced itself.  Returns 0 (woken or
+ * ready: look again) or -ETIMEDOUT. */
+static int bell_wait(struct pp_collector *c, bool (*ready)(struct pp_collector *),
+                     const struct timespec *dl)
+{
+    uint32_t seq = pp_event_prepare(c->bell); /* E1: pairs with B1 and ring() */
+    if (ready(c)) {
+        pp_event_cancel(c->bell);
+        return 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (c->s)
+        pp__before_block(c->s); /* a worker may be spinning on our CPU for jobs */
+    int w = pp_event_wait(c->bell, seq, dl);
+    pthread_mutex_lock(&c->lock);
+    pp_event_cancel(c->bell);
+    return w == -ETIMEDOUT ? -ETIMEDOUT : 0;
+}
+
+static bool below_limit(struct pp_collector *c)
+{
+    if (c->submitted - c->finals < c->limit)
+        return true;
+    if (c->pend_head)
+        observe(c, UINT_MAX);
+    return c->submitted - c->finals < c->limit;
+}
+
+/* Under the lock: a new job with the next index, once the limit lets one
+ * more start; NULL when out of memory. */
+static struct cjob *admit_locked(struct pp_collector *c, bool worker)
+{
+    while (c->limit && !below_limit(c))
+        bell_wait(c, below_limit, NULL);
+    struct cjob *j = job_get(c, worker);
+    if (!j)
+        return NULL;
+    j->index = c->submitted++;
+    if (worker && c->track)
+        pend_link(c, j);
+    if (c->order == PP_ORDERED) { /* before it can send anything */
+        if (c->last)
+            c->last->next = j;
+        else
+            c->first = j;
+        c->last = j;
+    }
+    return j;
+}
+
+/* ---------------------------------------------------------------- */
+/* Other sources                                                      */
+/* ---------------------------------------------------------------- */
+
+/* wake: ring the bell (the engine's drain does it once per pass). */
 static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
                        const void *data, bool wake)
 {
@@ -175,11 +424,10 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
         j->final = true;
         c->finals++;
         if (c->order == PP_ARRIVAL)
-            free(j); /* nothing names it any more */
-        pthread_cond_broadcast(&c->cond); /* readers, and submitters at the limit */
-    } else if (wake) {
-        wake_reader(c);
+            retire(c, j); /* nothing names it any more */
     }
+    if (wake || (it->flags & IT_F_FINAL))
+        ring(c);
     return ok;
 }
 
@@ -193,21 +441,8 @@ bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it, const
 
 struct cjob *pp__coll_reserve(struct pp_collector *c)
 {
-    struct cjob *j = calloc(1, sizeof(*j));
-    if (!j)
-        return NULL;
-    j->c = c;
     pthread_mutex_lock(&c->lock);
-    while (c->limit && c->submitted - c->finals >= c->limit)
-        pthread_cond_wait(&c->cond, &c->lock);
-    j->index = c->submitted++;
-    if (c->order == PP_ORDERED) { /* before it can send anything */
-        if (c->last)
-            c->last->next = j;
-        else
-            c->first = j;
-        c->last = j;
-    }
+    struct cjob *j = admit_locked(c, false);
     pthread_mutex_unlock(&c->lock);
     return j;
 }
@@ -231,18 +466,21 @@ void pp__coll_unreserve(struct pp_collector *c, struct cjob *j)
     pthread_mutex_lock(&c->lock);
     if (c->order == PP_ORDERED)
         unlink_job(c, j);
+    if (j->worker && c->track)
+        pend_unlink(c, j);
     /* Counted as one that ended and was read, so that PP_END and the
      * limit still add up (indices stay as given). */
     c->finals++;
     c->finals_read++;
-    pthread_cond_broadcast(&c->cond);
+    ring(c);
+    retire(c, j);
     pthread_mutex_unlock(&c->lock);
-    free(j);
 }
 
 int pp__coll_alloc(struct pp_server *s, enum pp_order order, unsigned limit,
                    struct pp_collector **ret)
 {
+    static _Atomic unsigned next_bell;
     if (order != PP_ORDERED && order != PP_ARRIVAL)
         return -EINVAL;
     struct pp_collector *c = calloc(1, sizeof(*c));
@@ -251,43 +489,25 @@ int pp__coll_alloc(struct pp_server *s, enum pp_order order, unsigned limit,
     c->s = s;
     c->order = order;
     c->limit = limit;
+    c->track = order == PP_ARRIVAL || limit;
     pthread_mutex_init(&c->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pp_event_init(&c->own_bell);
+    c->bell_no = atomic_fetch_add_explicit(&next_bell, 1, memory_order_relaxed) % PP_NBELLS;
+    c->bell = s ? &s->sh->bells[c->bell_no].ev : &c->own_bell;
     *ret = c;
     return 0;
+}
+
+unsigned pp__coll_bind(void *cjob, struct pp_task *t)
+{
+    struct cjob *j = cjob;
+    atomic_store_explicit(&j->t, t, memory_order_release);
+    return j->c->bell_no;
 }
 
 /* ---------------------------------------------------------------- */
 /* The engine side                                                    */
 /* ---------------------------------------------------------------- */
-
-/* The job's last message: its result, its failure, or (no result set)
- * nothing the reader sees.  Engine thread, from the task's callback. */
-static void on_done(pp_task *t, void *arg)
-{
-    struct cjob *j = arg;
-    const void *data = NULL;
-    size_t len = 0;
-    int status = pp_task_result(t, &data, &len);
-    struct item it = { .status = status, .flags = IT_F_FINAL, .task = (uint64_t)(uintptr_t)t };
-    if (status < 0) {
-        const char *err = pp_task_error(t);
-        if (!err)
-            err = strerror(-status);
-        it.kind = IT_DATA;
-        it.flags |= IT_F_FAIL;
-        it.len = (uint32_t)strlen(err);
-        data = err;
-    } else {
-        it.kind = t->rec->res_where == PP_RES_NONE ? IT_NOTHING : IT_TASK;
-        it.len = (uint32_t)len;
-    }
-    pp__coll_add(j->c, j, &it, data);
-}
 
 struct drain_ctx {
     struct pp_server *s;
@@ -308,56 +528,70 @@ static bool block_plausible(struct pp_server *s, uint64_t off, uint64_t len)
            off < pa->end && len <= pa->end - off;
 }
 
+/* The task a message-ring entry names, if it is a collector's job in the
+ * entry's generation that was not freed (QUEUED while it runs, DONE while
+ * its reader waits for this very message: it is not released before
+ * every message it sent was drained).  The host-side t->coll says it is
+ * a collector's, not the record's flags, which a job could overwrite. */
+static struct pp_task *entry_task(struct pp_server *s, uint64_t tag)
+{
+    uint32_t idx = pp_tok_idx(tag);
+    /* Acquire of nrecs: as pp__handle_done. */
+    if (idx >= pp_load_acquire(&s->sh->nrecs))
+        return NULL;
+    struct pp_task *t = pp__task_of(s, idx);
+    uint64_t st = pp_load_acquire(&t->rec->state);
+    uint32_t ph = pp_st_phase(st);
+    if (pp_st_gen(st) != pp_tok_gen(tag) || (ph != PP_ST_QUEUED && ph != PP_ST_DONE))
+        return NULL;
+    return t;
+}
+
 static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned char *payload)
 {
     struct drain_ctx *d = ctx;
     struct pp_server *s = d->s;
-    uint32_t idx = pp_tok_idx(h->tag);
     bool block = h->kind == IT_BLOCK;
     struct blk_ref b = { 0, 0 };
-    if (block) {
-        if (h->len != sizeof(b))
-            return;
+    if (block && h->len == sizeof(b))
         memcpy(&b, payload, sizeof(b));
-        if (!block_plausible(s, b.off, b.len))
-            return; /* not a block of ours: nothing to free or show */
-        if (d->slot < PP_MAX_WORKERS)
-            s->slots[d->slot].last_msg_blk = b.off; /* see pp__cons_repair */
-    } else if (h->kind != IT_DATA) {
-        return;
+    bool valid = block ? h->len == sizeof(b) && block_plausible(s, b.off, b.len)
+                       : h->kind == IT_DATA;
+    if (valid && block && d->slot < PP_MAX_WORKERS)
+        s->slots[d->slot].last_msg_blk = b.off; /* see pp__cons_repair */
+    struct pp_task *t = entry_task(s, h->tag);
+    /* A job's memory outlives any use here (coll_lock, held by our
+     * caller), but it may have been taken and reused since: under its
+     * collector's lock, it must still be bound to this task, which must
+     * still be in the entry's generation. */
+    struct cjob *j = t ? pp_load_relaxed(&t->coll) : NULL;
+    if (j) {
+        struct pp_collector *c = j->c;
+        if (d->locked != c) {
+            if (d->locked) {
+                struct pp_event *bell = d->locked->bell;
+                pthread_mutex_unlock(&d->locked->lock);
+                pp_event_signal(bell, INT_MAX);
+            }
+            pthread_mutex_lock(&c->lock);
+            d->locked = c;
+        }
+        if (pp_load_relaxed(&j->t) != t || entry_task(s, h->tag) != t)
+            j = NULL;
     }
-    /* Whose job: a collector's record in the token's generation whose
-     * callback has not run (running, or published EXECUTED and waiting
-     * in the done ring behind this drain); acquire of nrecs: as
-     * pp__handle_done. */
-    struct pp_task *t = NULL;
-    if (idx < pp_load_acquire(&s->sh->nrecs)) {
-        t = pp__task_of(s, idx);
-        uint64_t st = pp_load_acquire(&t->rec->state);
-        uint32_t ph = pp_st_phase(st);
-        if (pp_st_gen(st) != pp_tok_gen(h->tag) ||
-            (ph != PP_ST_QUEUED && ph != PP_ST_EXECUTED) || t->cb != on_done)
-            t = NULL;
-    }
-    if (!t) {
-        if (block)
+    if (!j) {
+        if (valid && block)
             pp__block_free(s, d->slot, b.off, (size_t)b.len);
         return;
     }
-    struct cjob *j = t->cb_arg;
     struct pp_collector *c = j->c;
-    if (d->locked != c) {
-        if (d->locked) {
-            wake_reader(d->locked);
-            pthread_mutex_unlock(&d->locked->lock);
-        }
-        pthread_mutex_lock(&c->lock);
-        d->locked = c;
-    }
+    j->received++; /* counted even when not shown: its end waits for nmsgs */
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
                        .kind = block ? IT_BLOCK : IT_DATA,
-                       .slot = (uint16_t)d->slot, .ref = b.off };
-    add_locked(c, j, &it, payload, false); /* frees the block if it cannot queue it */
+                       .slot = (uint16_t)d->slot, .ref = b.off,
+                       .cj = (uint64_t)(uintptr_t)j };
+    if (!valid || !add_locked(c, j, &it, payload, false)) /* frees the block if it cannot */
+        j->lost++;
 }
 
 void pp__coll_drain(struct pp_server *s, uint32_t slot)
@@ -366,11 +600,16 @@ void pp__coll_drain(struct pp_server *s, uint32_t slot)
     if (pp_bring_empty(b))
         return;
     struct drain_ctx d = { s, slot, NULL };
+    pthread_mutex_lock(&s->coll_lock); /* the jobs tasks name stay (destroy) */
     pp_bring_drain(b, drain_one, &d);
+    struct pp_event *bell = NULL;
     if (d.locked) {
-        wake_reader(d.locked);
+        bell = d.locked->bell;
         pthread_mutex_unlock(&d.locked->lock);
     }
+    pthread_mutex_unlock(&s->coll_lock);
+    if (bell) /* in the segment: valid even if the collector is gone now */
+        pp_event_signal(bell, INT_MAX);
 }
 
 bool pp__coll_pending(struct pp_server *s)
@@ -379,6 +618,15 @@ bool pp__coll_pending(struct pp_server *s)
         if (!pp_bring_empty(pp__msg_ring(s->sh, i)))
             return true;
     return false;
+}
+
+void pp__coll_failing(struct pp_server *s, struct pp_task *t)
+{
+    (void)s;
+    struct cjob *j = pp_load_relaxed(&t->coll);
+    pthread_mutex_lock(&j->c->lock);
+    t->rec->nmsgs = j->received; /* before DONE (pp__fail_task): B2 reads it */
+    pthread_mutex_unlock(&j->c->lock);
 }
 
 /* ---------------------------------------------------------------- */
@@ -397,13 +645,16 @@ PP_EXPORT int pp_collector_new(pp_server *s, enum pp_order order, unsigned limit
 
 static int submit_id(pp_collector *c, uint32_t id, uint32_t group, const void *arg, size_t len)
 {
-    struct cjob *j = pp__coll_reserve(c);
+    pthread_mutex_lock(&c->lock);
+    struct cjob *j = admit_locked(c, true);
+    pthread_mutex_unlock(&c->lock);
     if (!j)
         return -ENOMEM;
     /* Not under the lock: the submit may block (max_queued), and the
-     * engine takes the lock to deliver. */
+     * engine takes the lock to deliver its messages.  It binds the task
+     * to j (pp__coll_bind) before it queues it. */
     pp_task *t;
-    int r = pp__submit_id(c->s, id, group, arg, len, PP_RF_COLLECT, on_done, j, &t);
+    int r = pp__submit_id(c->s, id, group, arg, len, PP_RF_COLLECT, NULL, j, &t);
     if (r < 0)
         pp__coll_unreserve(c, j);
     return r;
@@ -441,40 +692,96 @@ static void drop_current(struct pp_collector *c)
     c->cur_err = NULL;
 }
 
-/* The next item the reader may have, popped, or NULL. */
-/* PP_ORDERED: the next item the reader may have, or NULL. */
-static struct item *take_item(struct pp_collector *c, struct queue **qp)
+/* PP_ORDERED, under the lock: takes what the oldest jobs have, up to the
+ * first that has not ended.  Returns true when rq got something. */
+static bool take_ordered(struct pp_collector *c)
 {
+    bool got = false;
     struct cjob *j;
-    while ((j = c->first) != NULL) {
-        struct item *it = q_peek(&j->q);
-        if (it) {
-            *qp = &j->q;
-            return it;
+    for (unsigned n = 0; (j = c->first) != NULL && n < PASS_MAX; n++) {
+        if (!q_empty(&j->q)) {
+            q_splice(&c->rq, &j->q);
+            got = true;
         }
-        if (!j->final)
-            return NULL; /* the oldest job runs: its next message first */
-        c->first = j->next; /* its last message was read */
+        if (!j->worker) {
+            if (!j->final)
+                break; /* its source goes on */
+        } else {
+            struct pp_task *t = job_task(j);
+            if (!t)
+                break; /* being submitted */
+            if (!j->done && rec_done(t))
+                mark_done(c, j);
+            if (!end_due(j, t))
+                break; /* running, or its messages are still to come or to show */
+            put_end(c, &c->rq, j, t);
+            got = true;
+        }
+        c->first = j->next;
         if (c->last == j)
             c->last = NULL;
-        q_free(c->s, &j->q);
-        free(j);
+        retire(c, j);
     }
-    return NULL;
+    return got;
 }
 
-/* The reader's view of *it, popped from q (reader-side state only: no
- * lock needed).  Returns 0, or 1 for an item not shown (IT_NOTHING). */
-static int deliver(pp_collector *c, struct queue *q, struct item *it, const void **data,
-                   size_t *len, uint64_t *finals)
+/* PP_ARRIVAL, under the lock: the messages queued, then the ends due. */
+static bool take_arrival(struct pp_collector *c)
+{
+    bool got = false;
+    if (!q_empty(&c->q)) {
+        q_splice(&c->rq, &c->q);
+        got = true;
+    }
+    for (int round = 0; round < 2; round++) {
+        struct cjob **p = &c->ready, *prev = NULL;
+        while (*p) {
+            struct cjob *j = *p;
+            struct pp_task *t = job_task(j);
+            if (!end_due(j, t)) {
+                prev = j;
+                p = &j->next;
+                continue;
+            }
+            *p = j->next;
+            if (c->ready_tail == j)
+                c->ready_tail = prev;
+            put_end(c, &c->rq, j, t);
+            retire(c, j);
+            got = true;
+        }
+        if (got || !c->pend_head || !observe(c, PASS_MAX))
+            break;
+    }
+    return got;
+}
+
+static bool take(struct pp_collector *c)
+{
+    c->finals_read += c->rq_finals;
+    c->rq_finals = 0;
+    return c->order == PP_ORDERED ? take_ordered(c) : take_arrival(c);
+}
+
+/* The pass of a reader about to sleep: something to read, or the end. */
+static bool take_or_end(struct pp_collector *c)
+{
+    return take(c) || (c->finals_read == c->submitted && !c->first);
+}
+
+/* The reader's view of *it, popped from rq.  Returns 0, or 1 for an item
+ * not shown (IT_NOTHING). */
+static int deliver(pp_collector *c, struct item *it, const void **data, size_t *len)
 {
     c->cur = *it;
     const unsigned char *bytes = (const unsigned char *)(it + 1);
-    q_pop(q, it); /* the chunk stays until the next call: the view */
+    q_pop(&c->rq, it); /* the chunk stays until the next call: the view */
     c->cur_valid = true;
     bool final = c->cur.flags & IT_F_FINAL;
     if (final)
-        (*finals)++;
+        c->rq_finals++;
+    else if (c->cur.cj)
+        ((struct cjob *)(uintptr_t)c->cur.cj)->delivered++;
     if (c->bg)
         pp__bg_read(c, &c->cur);
     pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
@@ -491,60 +798,58 @@ static int deliver(pp_collector *c, struct queue *q, struct item *it, const void
     case IT_HEAP:
         *data = (const void *)(uintptr_t)c->cur.ref;
         break;
-    default: { /* IT_TASK */
+    default: { /* IT_TASK: the result, or the failure's text */
         size_t l;
-        pp_task_result(t, data, &l);
+        if (pp_task_result(t, data, &l) < 0) {
+            const char *e = pp_task_error(t);
+            *data = e ? e : strerror(-c->cur.status);
+            l = strlen(*data);
+        }
+        c->cur.len = (uint32_t)l;
         break;
     }
     }
     if (c->cur.flags & IT_F_FAIL) /* the error text, also as pp_collector_error */
-        c->cur_err = t && pp_task_error(t) ? pp_task_error(t) : (const char *)*data;
+        c->cur_err = (const char *)*data;
     *len = c->cur.len;
     if (!final)
         c->cur.status = 0;
     return 0;
 }
 
-/* Under the lock.  PP_ORDERED: the next item, delivered.  PP_ARRIVAL:
- * everything queued moves to the reader's own queue in one go (returns
- * 2: read it there, without the lock), so that a stream of messages costs
- * the reader one lock per batch, not one per message. */
-static int next_locked(pp_collector *c, const void **data, size_t *len, int timeout_ms,
-                       const struct timespec *dl)
+/* How long a reader spins for a job to end before it sleeps: the
+ * server's adaptive budget, as pp_task_wait's. */
+static bool spin_for(pp_collector *c, const struct timespec *dl)
 {
-    c->finals_read += c->rq_finals;
-    c->rq_finals = 0;
-    for (;;) {
-        if (c->order == PP_ARRIVAL) {
-            if (q_peek(&c->q)) {
-                q_free(c->s, &c->rq); /* read to the end: at most its last, empty chunk */
-                c->rq.head = c->q.head;
-                c->rq.tail = c->q.tail;
-                c->q.head = c->q.tail = NULL; /* the engine starts a new chunk */
-                return 2;
-            }
-        } else {
-            struct queue *q;
-            struct item *it = take_item(c, &q);
-            if (it) {
-                if (deliver(c, q, it, data, len, &c->finals_read) == 0)
-                    return 0;
-                continue;
-            }
-        }
-        if (c->finals_read == c->submitted && !c->first)
-            return PP_END;
-        if (timeout_ms == 0)
-            return -ETIMEDOUT;
-        if (c->s)
-            pp__before_block(c->s); /* a worker may be spinning on our CPU for jobs */
-        c->readers_waiting++;
-        int w = timeout_ms < 0 ? pthread_cond_wait(&c->cond, &c->lock)
-                               : pthread_cond_timedwait(&c->cond, &c->lock, dl);
-        c->readers_waiting--;
-        if (w == ETIMEDOUT)
-            return -ETIMEDOUT;
+    struct pp_server *s = c->s;
+    if (!s)
+        return false;
+    uint64_t budget = pp_load_relaxed(&s->spin_ns);
+    uint64_t end = s->sh->busy_poll ? UINT64_MAX : pp_now_ns() + budget;
+    if (dl) {
+        uint64_t d = (uint64_t)dl->tv_sec * 1000000000ull + (uint64_t)dl->tv_nsec;
+        if (d < end)
+            end = d;
     }
+    for (unsigned i = 1;; i++) {
+        pp_cpu_relax();
+        if ((i & 15) == 0) {
+            pthread_mutex_lock(&c->lock);
+            bool got = take_or_end(c);
+            pthread_mutex_unlock(&c->lock);
+            if (got) {
+                pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, true, s->sh->spin_ns));
+                return true;
+            }
+            uint64_t now = pp_now_ns();
+            if (now >= end)
+                break;
+            if ((i & 1023) == 0 && !s->sh->busy_poll)
+                sched_yield(); /* the worker may share our CPU */
+        }
+    }
+    pp_store_relaxed(&s->spin_ns, pp__spin_adapt(budget, false, s->sh->spin_ns));
+    return false;
 }
 
 PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len, int timeout_ms)
@@ -553,28 +858,35 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
         return -EINVAL;
     if (c->s && pp__in_engine(c->s))
         return -EDEADLK; /* from a callback: the engine would wait for itself */
-    struct timespec dl = { 0, 0 };
-    if (timeout_ms > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &dl);
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec ts, *dl = pp_deadline(&ts, timeout_ms);
+    bool spun = false;
     drop_current(c);
     for (;;) {
         struct item *it;
-        if (c->order == PP_ARRIVAL && (it = q_peek(&c->rq)) != NULL) {
-            if (deliver(c, &c->rq, it, data, len, &c->rq_finals) == 0)
+        while ((it = q_peek(&c->rq)) != NULL)
+            if (deliver(c, it, data, len) == 0)
                 return 0;
-            continue;
-        }
         pthread_mutex_lock(&c->lock);
-        int r = next_locked(c, data, len, timeout_ms, &dl);
+        int r = 0;
+        while (!take(c) && q_empty(&c->rq)) {
+            if (c->finals_read == c->submitted && !c->first) {
+                r = PP_END;
+            } else if (timeout_ms == 0) {
+                r = -ETIMEDOUT;
+            } else if (!spun) {
+                spun = true;
+                pthread_mutex_unlock(&c->lock);
+                spin_for(c, dl);
+                pthread_mutex_lock(&c->lock);
+                continue;
+            } else {
+                r = bell_wait(c, take_or_end, dl);
+            }
+            if (r != 0)
+                break;
+        }
         pthread_mutex_unlock(&c->lock);
-        if (r != 2)
+        if (r != 0)
             return r;
     }
 }
@@ -611,6 +923,25 @@ PP_EXPORT int pp_collector_finish(pp_collector *c,
     return r == PP_END ? first_fail : r;
 }
 
+/* Destroy may free the jobs: every one ended, and the engine drained
+ * every message of the workers' ones. */
+static bool all_settled(struct pp_collector *c)
+{
+    if (c->pend_head)
+        observe(c, UINT_MAX);
+    bool drained = true;
+    for (struct cjob *j = c->order == PP_ORDERED ? c->first : c->ready; j; j = j->next) {
+        struct pp_task *t = j->worker ? job_task(j) : NULL;
+        if (!t)
+            continue;
+        if (!j->done && rec_done(t)) /* PP_ORDERED without a limit: not tracked */
+            mark_done(c, j);
+        if (j->done && j->received < t->rec->nmsgs)
+            drained = false;
+    }
+    return drained && c->finals == c->submitted;
+}
+
 PP_EXPORT void pp_collector_destroy(pp_collector *c)
 {
     if (!c)
@@ -619,8 +950,8 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
         pp__bg_fini(c); /* no wait: the background jobs go on, their unread messages kept */
     } else {
         pthread_mutex_lock(&c->lock);
-        while (c->finals < c->submitted) /* the engine, created processes deliver to us */
-            pthread_cond_wait(&c->cond, &c->lock);
+        while (!all_settled(c)) /* the engine, created processes deliver to us */
+            bell_wait(c, all_settled, NULL);
         pthread_mutex_unlock(&c->lock);
     }
     if (c->create)
@@ -629,14 +960,24 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
     drop_current(c);
     q_free(c->s, &c->q);
     q_free(c->s, &c->rq);
-    while (c->first) {
-        struct cjob *j = c->first;
-        c->first = j->next;
+    for (struct cjob *j = c->order == PP_ORDERED ? c->first : c->ready; j; j = j->next) {
         q_free(c->s, &j->q);
-        free(j);
+        struct pp_task *t = job_task(j);
+        if (t)
+            pp_task_release(t);
     }
     pthread_mutex_unlock(&c->lock);
-    pthread_cond_destroy(&c->cond);
+    /* The engine may be following a task's t->coll to one of our jobs
+     * (a message it drains): it does so under coll_lock. */
+    if (c->s)
+        pthread_mutex_lock(&c->s->coll_lock);
+    while (c->slabs) {
+        struct cjob_slab *sl = c->slabs;
+        c->slabs = sl->next;
+        free(sl);
+    }
+    if (c->s)
+        pthread_mutex_unlock(&c->s->coll_lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

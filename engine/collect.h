@@ -40,6 +40,8 @@ struct item {
     uint64_t job;            /* submission index (set by pp__coll_add) */
     uint64_t ref;
     uint64_t task;           /* a pp_task * to release with the item, or 0 */
+    uint64_t cj;             /* a worker job's message: its struct cjob *, to
+                                count it delivered (collect.c), else 0 */
 };
 
 struct chunk;
@@ -48,29 +50,66 @@ struct queue {
     size_t cap;              /* the size of its latest chunk (they grow) */
 };
 
+/*
+ * One job of a collector.  A job on workers (t set) ends when its record
+ * is DONE, which the reader or a submitter sees for itself (no engine
+ * thread in between), and its result is shown once all the messages it
+ * sent (rec->nmsgs) were shown.  A job of another source (created
+ * process, background socket: t NULL) ends with the last message that
+ * source adds.
+ */
 struct cjob {
-    struct pp_collector *c;
+    struct pp_collector *c;  /* set once: a collector's jobs stay its own */
+    /* A job on workers: its task, bound just before it is queued
+     * (pp__coll_bind; release, read with acquire); NULL until then and
+     * once the job was taken. */
+    struct pp_task *_Atomic t;
     uint64_t index;
-    struct cjob *next;       /* PP_ORDERED: submission order */
+    struct cjob *next;       /* PP_ORDERED: submission order (c->first);
+                                PP_ARRIVAL: c->ready; free: c->free */
+    struct cjob *pnext, *pprev; /* c->pend: workers' jobs not seen DONE */
     struct queue q;          /* PP_ORDERED: its messages */
-    bool final;              /* its last message is queued */
+    uint32_t received;       /* messages of it the engine drained, queued or not */
+    uint32_t lost;           /* of which could not be queued (out of memory) */
+    uint32_t delivered;      /* messages of it the reader was given (reader's) */
+    bool worker;             /* a job on workers */
+    bool done;               /* its record was seen DONE */
+    bool final;              /* another source's: its last message is queued */
+};
+
+/* Jobs are allocated in slabs that live as long as their collector: the
+ * engine may follow a task's t->coll to a job that was taken meanwhile
+ * (it checks j->t under the lock), never to freed memory. */
+#define CJOB_SLAB 256u
+struct cjob_slab {
+    struct cjob_slab *next;
+    struct cjob jobs[CJOB_SLAB];
 };
 
 struct pp_collector {
     struct pp_server *s;     /* NULL: a background collector */
     enum pp_order order;
     unsigned limit;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;     /* a message arrived, a job finished */
+    pthread_mutex_t lock;    /* everything but the reader's own (below) */
+    /* Where waiters sleep (futex.h's event count): the server's bell
+     * sh->bells[..], which consumers ring, or own_bell without a server. */
+    struct pp_event *bell;
+    struct pp_event own_bell;
+    unsigned bell_no;        /* bell = &sh->bells[bell_no].ev */
     uint64_t submitted;      /* jobs accepted */
-    uint64_t finals;         /* of which the last message arrived */
+    uint64_t finals;         /* of which known ended (the limit counts the rest) */
     uint64_t finals_read;    /* of which the last message was read */
-    unsigned readers_waiting;
-    struct queue q;          /* PP_ARRIVAL */
-    struct queue rq;         /* PP_ARRIVAL: what the reader took in one go; its alone */
+    struct queue q;          /* PP_ARRIVAL: messages, other sources' ends */
+    struct cjob *first, *last; /* PP_ORDERED: jobs not fully taken */
+    bool track;              /* pend is kept: PP_ARRIVAL, or a limit */
+    struct cjob *pend_head, *pend_tail; /* workers' jobs not seen DONE */
+    struct cjob *free;       /* jobs to reuse */
+    struct cjob_slab *slabs;
+    struct cjob *ready, *ready_tail;    /* PP_ARRIVAL: seen DONE, end not taken */
+    /* The reader's own (one reader at a time): what a pass took, in the
+     * order it is shown, and the message last returned. */
+    struct queue rq;
     uint64_t rq_finals;      /* last messages read from rq, not yet in finals_read */
-    struct cjob *first, *last; /* PP_ORDERED: jobs not fully read */
-    /* The message last returned, and what to free at the next call. */
     struct item cur;
     const char *cur_err;
     bool cur_valid;
@@ -83,8 +122,8 @@ struct pp_collector {
 /* A collector with nobody's jobs yet (s may be NULL). */
 PP_HIDDEN int pp__coll_alloc(struct pp_server *s, enum pp_order order, unsigned limit,
                              struct pp_collector **ret);
-/* The next job: its index, linked in submission order; blocks while the
- * limit is reached.  NULL: out of memory. */
+/* The next job of another source: its index, linked in submission
+ * order; blocks while the limit is reached.  NULL: out of memory. */
 PP_HIDDEN struct cjob *pp__coll_reserve(struct pp_collector *c);
 /* A reserved job that could not start: counted as ended and read. */
 PP_HIDDEN void pp__coll_unreserve(struct pp_collector *c, struct cjob *j);

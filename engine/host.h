@@ -29,6 +29,8 @@ struct pp_task {
     struct pp_server *srv;
     void (*cb)(pp_task *, void *);
     void *cb_arg;
+    void *_Atomic coll;          /* a collector's job: its struct cjob
+                                    (collect.c), else NULL */
     struct pp_task *next;        /* overflow queue link */
     _Atomic uint32_t next_free;  /* free list link (pool.c) */
     uint32_t idx;
@@ -113,6 +115,10 @@ struct pp_server {
     _Atomic uint64_t spin_ns;    /* host waiters' adaptive budget */
     _Atomic uint64_t deaths;
     _Atomic uint64_t started_workers;
+    /* The engine holds it while it hands messages to collectors, and
+     * pp_collector_destroy takes it to free its jobs, which tasks may
+     * still name (t->coll; collect.c). */
+    pthread_mutex_t coll_lock;
     /* Remote nodes (net.c), NULL if none.  Atomic: pp_connect may create
      * it while other threads submit (they only test it for NULL). */
     struct pp_net *_Atomic net;
@@ -158,8 +164,17 @@ PP_HIDDEN void pp__block_free(struct pp_server *s, uint32_t slot, uint64_t off, 
 PP_HIDDEN void pp__coll_drain(struct pp_server *s, uint32_t slot);
 /* True when some message ring has messages. */
 PP_HIDDEN bool pp__coll_pending(struct pp_server *s);
+/* pp__submit_id, for a collector's job (its struct cjob) just before it
+ * is queued: binds task t to it; returns the collector's doorbell. */
+PP_HIDDEN unsigned pp__coll_bind(void *cjob, struct pp_task *t);
+/* Engine: a collector's job t is being failed (its consumer died, the
+ * server is going away): its record's nmsgs becomes what was drained of
+ * it, so that its reader does not wait for more. */
+PP_HIDDEN void pp__coll_failing(struct pp_server *s, struct pp_task *t);
 
 /* ---- task.c ---- */
+/* extra_flags PP_RF_COLLECT: cb must be NULL and cb_arg is the job's
+ * struct cjob (collect.c). */
 PP_HIDDEN int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
                             const void *arg, size_t len, uint32_t extra_flags,
                             void (*cb)(pp_task *, void *), void *cb_arg,

@@ -125,6 +125,8 @@ void pp__res_settle(struct pp_job *job)
     struct pp_rec *rec = job->rec;
 
     rec->res_len = (uint32_t)job->res_len;
+    if (rec->flags & PP_RF_COLLECT)
+        rec->nmsgs = job->nmsgs; /* all in the message ring by now */
     if (job->res_block) {
         rec->res_off = job->res_block;
         rec->res_slot = job->w->k.slot;

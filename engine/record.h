@@ -84,7 +84,9 @@ enum {
     PP_RF_ARG_EXT = 1u << 4,   /* argument at arg_off (arena copy, or the
                                   caller's pp_shm_alloc block in place) */
     PP_RF_COLLECT = 1u << 5,   /* a collector's job: pp_job_send works, and
-                                  "no result" is told apart (PP_RES_NONE) */
+                                  "no result" is told apart (PP_RES_NONE);
+                                  finished by its consumer (never ENGINE),
+                                  which rings rec->bell */
 };
 
 struct pp_rec {
@@ -104,6 +106,12 @@ struct pp_rec {
                             that wakes another avoids that CPU (wake.c) */
     _Alignas(8) unsigned char tiny_arg[PP_TINY]; /* 8-aligned, as users read them */
     unsigned char tiny_res[PP_TINY];
+    /* PP_RF_COLLECT only: messages the job sent (pp_job_send; written by
+     * its consumer before it publishes DONE, or by the engine when it
+     * fails the job: collect.c), and the collector's doorbell
+     * (sh->bells, written by the submitter). */
+    uint32_t nmsgs;
+    uint16_t bell;
     /* Line 1: who owns it, and where larger payloads are. */
     pp_cacheline_aligned _Atomic uint64_t own; /* pp_own(gen, slot) of its owner */
     uint64_t arg_off;    /* with PP_RF_ARG_EXT (else not written) */
@@ -115,7 +123,7 @@ struct pp_rec {
     char err[PP_ERRMSG_MAX];
 };
 
-_Static_assert(__builtin_offsetof(struct pp_rec, tiny_res) + PP_TINY <= PP_CACHELINE,
+_Static_assert(__builtin_offsetof(struct pp_rec, bell) + sizeof(uint16_t) <= PP_CACHELINE,
                "a tiny job's record must fit one cache line");
 
 static inline _Atomic uint32_t *pp_rec_futex(struct pp_rec *r)

@@ -109,6 +109,8 @@ static int setup_segment(struct pp_server *s)
     pp_event_init(&sh->space);
     for (int g = 0; g < PP_MAX_GROUPS; g++)
         pp_event_init(&sh->groups[g].ev);
+    for (unsigned b = 0; b < PP_NBELLS; b++)
+        pp_event_init(&sh->bells[b].ev);
     strcpy(sh->groups[0].name, "default");
     sh->busy_poll = s->cfg.busy_poll;
     sh->spin_ns = (uint64_t)s->cfg.spin_us * 1000u;
@@ -127,6 +129,7 @@ static int init_host(struct pp_server *s)
     pthread_mutex_init(&s->pool_lock, NULL);
     pthread_mutex_init(&s->ovf_lock, NULL);
     pthread_mutex_init(&s->ctl_lock, NULL);
+    pthread_mutex_init(&s->coll_lock, NULL);
     pthread_cond_init(&s->ctl_cond, NULL);
     atomic_init(&s->free_head, 0xffffffffull);
     atomic_init(&s->ngroups, 1);
@@ -236,6 +239,7 @@ PP_EXPORT void pp_server_destroy(pp_server *s)
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->ovf_lock);
     pthread_mutex_destroy(&s->ctl_lock);
+    pthread_mutex_destroy(&s->coll_lock);
     pthread_cond_destroy(&s->ctl_cond);
     free(s);
 }

@@ -50,6 +50,16 @@ struct pp_group {
     char name[PP_GROUP_NAME_MAX + 1];
 };
 
+/* Collectors' doorbells: a collector's reader (or a submitter at its
+ * limit) sleeps on its bell; whoever finishes one of its jobs (a
+ * consumer, the engine failing it) or queues its messages (the engine)
+ * signals it.  Collectors share bells when there are more than
+ * PP_NBELLS: that costs a spurious wake-up, never a lost one. */
+#define PP_NBELLS 64u
+struct pp_bell {
+    pp_cacheline_aligned struct pp_event ev;
+};
+
 /* A local worker's slot: the consumer part, then what only a process of
  * this host has. */
 struct pp_wcb {
@@ -99,6 +109,7 @@ struct pp_shared {
     struct pp_module modules[PP_MAX_MODULES];
     struct pp_fn_entry fns[PP_MAX_FUNCTIONS];
     struct pp_group groups[PP_MAX_GROUPS];
+    struct pp_bell bells[PP_NBELLS];
     struct pp_wcb wcb[PP_MAX_SLOTS];
 };
 

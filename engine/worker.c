@@ -257,6 +257,7 @@ static void msg_put(struct pp_job *job, uint16_t kind, const void *p, uint32_t l
         (void)!write(k->sh->engine_efd, &one, sizeof(one));
         sched_yield();
     }
+    job->nmsgs++;
     /* Pairs with the engine's fence between setting engine_sleeping and
      * looking at the rings (engine.c).  Only the sender that clears the
      * flag writes the eventfd: a stream of messages to a sleeping engine

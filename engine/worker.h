@@ -28,6 +28,7 @@ struct pp_job {
     size_t res_block_len;
     unsigned char *map_slot; /* map item: its output slot, else NULL */
     size_t map_cap;
+    uint32_t nmsgs;          /* pp_job_send messages in the message ring */
     int fail_code;           /* 0 = not failed via pp_job_fail */
     int alloc_err;           /* a result request that failed */
     char *err;               /* where pp_job_fail writes */
