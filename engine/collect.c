@@ -77,7 +77,7 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
     size_t need = item_size(it);
     struct chunk *c = q->tail;
     if (!c || c->cap - c->used < need) {
-        size_t cap = q->cap ? q->cap * 2 : CHUNK_MIN; /* where the queue had got to */
+        size_t cap = c ? c->cap * 2 : CHUNK_MIN; /* where the queue had got to */
         if (cap > CHUNK_MAX)
             cap = CHUNK_MAX;
         if (cap < need)
@@ -87,7 +87,7 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
             return false;
         c->next = NULL;
         c->used = c->read = 0;
-        c->cap = q->cap = cap;
+        c->cap = cap;
         if (q->tail)
             q->tail->next = c;
         else
@@ -138,8 +138,6 @@ static void q_splice(struct queue *dst, struct queue *src)
     else
         dst->head = src->head;
     dst->tail = src->tail;
-    if (src->cap > dst->cap)
-        dst->cap = src->cap;
     src->head = src->tail = NULL; /* its next item starts a new chunk */
 }
 
@@ -196,7 +194,6 @@ static struct pp_task *job_task(const struct cjob *j)
 static void pend_link(struct pp_collector *c, struct cjob *j)
 {
     j->pnext = NULL;
-    j->pprev = c->pend_tail;
     if (c->pend_tail)
         c->pend_tail->pnext = j;
     else
@@ -204,25 +201,36 @@ static void pend_link(struct pp_collector *c, struct cjob *j)
     c->pend_tail = j;
 }
 
-static void pend_unlink(struct pp_collector *c, struct cjob *j)
+/* Unlinks j, which follows prev (NULL: j is the head). */
+static void pend_unlink(struct pp_collector *c, struct cjob *prev, struct cjob *j)
 {
-    if (j->pprev)
-        j->pprev->pnext = j->pnext;
+    if (prev)
+        prev->pnext = j->pnext;
     else
         c->pend_head = j->pnext;
-    if (j->pnext)
-        j->pnext->pprev = j->pprev;
-    else
-        c->pend_tail = j->pprev;
-    j->pnext = j->pprev = NULL;
+    if (c->pend_tail == j)
+        c->pend_tail = prev;
+    j->pnext = NULL;
+}
+
+/* Unlinks j wherever it is (a submit that failed: rare). */
+static void pend_remove(struct pp_collector *c, struct cjob *j)
+{
+    struct cjob *prev = NULL;
+    for (struct cjob *x = c->pend_head; x; prev = x, x = x->pnext)
+        if (x == j) {
+            pend_unlink(c, prev, j);
+            return;
+        }
 }
 
 /* A worker's job whose record is DONE: it ended (the limit), and an
- * arrival-order reader may show its end once its messages were shown. */
-static void mark_done(struct pp_collector *c, struct cjob *j)
+ * arrival-order reader may show its end once its messages were shown.
+ * prev: the job before it in pend, or NULL for the head (or untracked). */
+static void mark_done(struct pp_collector *c, struct cjob *prev, struct cjob *j)
 {
     if (c->track)
-        pend_unlink(c, j);
+        pend_unlink(c, prev, j);
     j->done = true;
     c->finals++;
     if (c->order == PP_ARRIVAL) {
@@ -247,30 +255,33 @@ static bool rec_done(struct pp_task *t)
  * the walk has reached the jobs still queued. */
 #define OBSERVE_UNQUEUED 16u
 /* What one pass takes at most, so that the lock is not held long. */
-#define PASS_MAX 4096u
+#define PASS_MAX 256u
 
 /* Walks pend (see the top of the file); returns how many ended. */
 static unsigned observe(struct pp_collector *c, unsigned max)
 {
     unsigned found = 0, unowned = 0;
-    struct cjob *j = c->pend_head, *nx;
+    struct cjob *j = c->pend_head, *prev = NULL, *nx;
     for (; j && found < max; j = nx) {
         nx = j->pnext;
         struct pp_task *t = job_task(j);
         if (!t) { /* being submitted: as good as queued */
             if (++unowned >= OBSERVE_UNQUEUED)
                 break;
+            prev = j;
             continue;
         }
         struct pp_rec *r = t->rec;
         uint64_t st = pp_load_acquire(&r->state); /* B2 */
         if (pp_st_phase(st) == PP_ST_DONE) {
-            mark_done(c, j);
+            mark_done(c, prev, j);
             found++;
-        } else if ((uint32_t)(pp_load_relaxed(&r->own) >> 32) != pp_st_gen(st) &&
-                   ++unowned >= OBSERVE_UNQUEUED) {
-            break;
+            continue;
         }
+        prev = j;
+        if ((uint32_t)(pp_load_relaxed(&r->own) >> 32) != pp_st_gen(st) &&
+            ++unowned >= OBSERVE_UNQUEUED)
+            break;
     }
     return found;
 }
@@ -315,26 +326,27 @@ static void retire(struct pp_collector *c, struct cjob *j)
 static struct cjob *job_get(struct pp_collector *c, bool worker)
 {
     if (!c->free) {
-        struct cjob_slab *sl = calloc(1, sizeof(*sl));
+        struct cjob_slab *sl = aligned_alloc(CJOB_SLAB_BYTES, CJOB_SLAB_BYTES);
         if (!sl)
             return NULL;
+        memset(sl, 0, CJOB_SLAB_BYTES);
+        sl->c = c;
         sl->next = c->slabs;
         c->slabs = sl;
-        for (unsigned i = CJOB_SLAB; i-- > 0;) {
-            sl->jobs[i].c = c;
+        for (size_t i = CJOB_SLAB; i-- > 0;) {
             sl->jobs[i].next = c->free;
             c->free = &sl->jobs[i];
         }
     }
     struct cjob *j = c->free;
     c->free = j->next;
-    /* Every field but c and t (NULL since it was taken). */
-    j->next = j->pnext = j->pprev = NULL;
+    /* Every field but t (NULL since it was taken). */
+    j->index = 0;
+    j->next = j->pnext = NULL;
     j->q.head = j->q.tail = NULL;
-    j->q.cap = 0;
     j->received = j->lost = j->delivered = 0;
     j->worker = worker;
-    j->done = j->final = false;
+    j->done = j->final = 0;
     return j;
 }
 
@@ -467,7 +479,7 @@ void pp__coll_unreserve(struct pp_collector *c, struct cjob *j)
     if (c->order == PP_ORDERED)
         unlink_job(c, j);
     if (j->worker && c->track)
-        pend_unlink(c, j);
+        pend_remove(c, j);
     /* Counted as one that ended and was read, so that PP_END and the
      * limit still add up (indices stay as given). */
     c->finals++;
@@ -502,7 +514,7 @@ unsigned pp__coll_bind(void *cjob, struct pp_task *t)
 {
     struct cjob *j = cjob;
     atomic_store_explicit(&j->t, t, memory_order_release);
-    return j->c->bell_no;
+    return pp__cjob_coll(j)->bell_no;
 }
 
 /* ---------------------------------------------------------------- */
@@ -566,7 +578,7 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
      * still be in the entry's generation. */
     struct cjob *j = t ? pp_load_relaxed(&t->coll) : NULL;
     if (j) {
-        struct pp_collector *c = j->c;
+        struct pp_collector *c = pp__cjob_coll(j);
         if (d->locked != c) {
             if (d->locked) {
                 struct pp_event *bell = d->locked->bell;
@@ -584,7 +596,7 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
             pp__block_free(s, d->slot, b.off, (size_t)b.len);
         return;
     }
-    struct pp_collector *c = j->c;
+    struct pp_collector *c = d->locked;
     j->received++; /* counted even when not shown: its end waits for nmsgs */
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
                        .kind = block ? IT_BLOCK : IT_DATA,
@@ -624,9 +636,10 @@ void pp__coll_failing(struct pp_server *s, struct pp_task *t)
 {
     (void)s;
     struct cjob *j = pp_load_relaxed(&t->coll);
-    pthread_mutex_lock(&j->c->lock);
+    struct pp_collector *c = pp__cjob_coll(j);
+    pthread_mutex_lock(&c->lock);
     t->rec->nmsgs = j->received; /* before DONE (pp__fail_task): B2 reads it */
-    pthread_mutex_unlock(&j->c->lock);
+    pthread_mutex_unlock(&c->lock);
 }
 
 /* ---------------------------------------------------------------- */
@@ -692,6 +705,30 @@ static void drop_current(struct pp_collector *c)
     c->cur_err = NULL;
 }
 
+/* Messages shown are counted per job (j->delivered, which its end waits
+ * for), but not one by one: the engine writes the same line (received)
+ * while a stream runs, and a write per message from here would take the
+ * line from it each time.  A run of one job's messages is counted here
+ * and added when another job's comes or a pass looks (under the lock;
+ * the job is not taken before: its end waits for this count). */
+static void flush_shown(struct pp_collector *c)
+{
+    if (c->shown_job) {
+        c->shown_job->delivered += c->shown_n;
+        c->shown_job = NULL;
+        c->shown_n = 0;
+    }
+}
+
+static void count_shown(struct pp_collector *c, struct cjob *j)
+{
+    if (j != c->shown_job) {
+        flush_shown(c);
+        c->shown_job = j;
+    }
+    c->shown_n++;
+}
+
 /* PP_ORDERED, under the lock: takes what the oldest jobs have, up to the
  * first that has not ended.  Returns true when rq got something. */
 static bool take_ordered(struct pp_collector *c)
@@ -711,7 +748,7 @@ static bool take_ordered(struct pp_collector *c)
             if (!t)
                 break; /* being submitted */
             if (!j->done && rec_done(t))
-                mark_done(c, j);
+                mark_done(c, NULL, j); /* pend's head: every older job was taken */
             if (!end_due(j, t))
                 break; /* running, or its messages are still to come or to show */
             put_end(c, &c->rq, j, t);
@@ -760,6 +797,7 @@ static bool take(struct pp_collector *c)
 {
     c->finals_read += c->rq_finals;
     c->rq_finals = 0;
+    flush_shown(c);
     return c->order == PP_ORDERED ? take_ordered(c) : take_arrival(c);
 }
 
@@ -781,7 +819,7 @@ static int deliver(pp_collector *c, struct item *it, const void **data, size_t *
     if (final)
         c->rq_finals++;
     else if (c->cur.cj)
-        ((struct cjob *)(uintptr_t)c->cur.cj)->delivered++;
+        count_shown(c, (struct cjob *)(uintptr_t)c->cur.cj);
     if (c->bg)
         pp__bg_read(c, &c->cur);
     pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
@@ -934,8 +972,8 @@ static bool all_settled(struct pp_collector *c)
         struct pp_task *t = j->worker ? job_task(j) : NULL;
         if (!t)
             continue;
-        if (!j->done && rec_done(t)) /* PP_ORDERED without a limit: not tracked */
-            mark_done(c, j);
+        if (!c->track && !j->done && rec_done(t)) /* else observe's to see */
+            mark_done(c, NULL, j);
         if (j->done && j->received < t->rec->nmsgs)
             drained = false;
     }

@@ -45,9 +45,8 @@ struct item {
 };
 
 struct chunk;
-struct queue {
+struct queue {               /* chunks grow while the queue is not emptied */
     struct chunk *head, *tail;
-    size_t cap;              /* the size of its latest chunk (they grow) */
 };
 
 /*
@@ -58,8 +57,7 @@ struct queue {
  * process, background socket: t NULL) ends with the last message that
  * source adds.
  */
-struct cjob {
-    struct pp_collector *c;  /* set once: a collector's jobs stay its own */
+struct cjob {                /* one cache line */
     /* A job on workers: its task, bound just before it is queued
      * (pp__coll_bind; release, read with acquire); NULL until then and
      * once the job was taken. */
@@ -67,24 +65,33 @@ struct cjob {
     uint64_t index;
     struct cjob *next;       /* PP_ORDERED: submission order (c->first);
                                 PP_ARRIVAL: c->ready; free: c->free */
-    struct cjob *pnext, *pprev; /* c->pend: workers' jobs not seen DONE */
+    struct cjob *pnext;      /* c->pend: workers' jobs not seen DONE */
     struct queue q;          /* PP_ORDERED: its messages */
     uint32_t received;       /* messages of it the engine drained, queued or not */
-    uint32_t lost;           /* of which could not be queued (out of memory) */
     uint32_t delivered;      /* messages of it the reader was given (reader's) */
-    bool worker;             /* a job on workers */
-    bool done;               /* its record was seen DONE */
-    bool final;              /* another source's: its last message is queued */
+    uint32_t lost;           /* of the received, those not queued (out of memory) */
+    uint8_t worker : 1;      /* a job on workers */
+    uint8_t done : 1;        /* its record was seen DONE */
+    uint8_t final : 1;       /* another source's: its last message is queued */
 };
 
 /* Jobs are allocated in slabs that live as long as their collector: the
  * engine may follow a task's t->coll to a job that was taken meanwhile
- * (it checks j->t under the lock), never to freed memory. */
-#define CJOB_SLAB 256u
+ * (it checks j->t under the lock), never to freed memory.  A slab is
+ * aligned to its size, so a job finds its collector in the slab's head. */
+#define CJOB_SLAB_BYTES 16384u
 struct cjob_slab {
     struct cjob_slab *next;
-    struct cjob jobs[CJOB_SLAB];
+    struct pp_collector *c;
+    pp_cacheline_aligned struct cjob jobs[];
 };
+#define CJOB_SLAB ((CJOB_SLAB_BYTES - sizeof(struct cjob_slab)) / sizeof(struct cjob))
+_Static_assert(sizeof(struct cjob) == 64, "a collector's job is one cache line");
+
+static inline struct pp_collector *pp__cjob_coll(const struct cjob *j)
+{
+    return ((const struct cjob_slab *)((uintptr_t)j & ~(uintptr_t)(CJOB_SLAB_BYTES - 1)))->c;
+}
 
 struct pp_collector {
     struct pp_server *s;     /* NULL: a background collector */
@@ -102,14 +109,16 @@ struct pp_collector {
     struct queue q;          /* PP_ARRIVAL: messages, other sources' ends */
     struct cjob *first, *last; /* PP_ORDERED: jobs not fully taken */
     bool track;              /* pend is kept: PP_ARRIVAL, or a limit */
-    struct cjob *pend_head, *pend_tail; /* workers' jobs not seen DONE */
+    struct cjob *pend_head, *pend_tail; /* workers' jobs not seen DONE (pnext) */
     struct cjob *free;       /* jobs to reuse */
     struct cjob_slab *slabs;
     struct cjob *ready, *ready_tail;    /* PP_ARRIVAL: seen DONE, end not taken */
     /* The reader's own (one reader at a time): what a pass took, in the
      * order it is shown, and the message last returned. */
     struct queue rq;
-    uint64_t rq_finals;      /* last messages read from rq, not yet in finals_read */
+    uint64_t rq_finals;
+    struct cjob *shown_job;  /* messages of it shown, not yet in its delivered */
+    uint32_t shown_n;      /* last messages read from rq, not yet in finals_read */
     struct item cur;
     const char *cur_err;
     bool cur_valid;
