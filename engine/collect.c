@@ -35,8 +35,9 @@
  * which a later pass finds (every job ahead of them ends, and rings).
  * A walk thus costs what it finds plus a bounded number of looks.
  *
- * Lock order: the collector's lock, then nothing (the engine takes it
- * once per run of messages of one collector).
+ * Lock order: the server's coll_lock, then a collector's lock (the
+ * engine takes both once per drain of a message ring; destroy takes
+ * coll_lock alone, to free its jobs).
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -191,6 +192,17 @@ static struct pp_task *job_task(const struct cjob *j)
     return atomic_load_explicit(&j->t, memory_order_acquire);
 }
 
+/* Appends j to a list linked through next (c->first, c->ready). */
+static void append(struct cjob **head, struct cjob **tail, struct cjob *j)
+{
+    j->next = NULL;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+}
+
 static void pend_link(struct pp_collector *c, struct cjob *j)
 {
     j->pnext = NULL;
@@ -233,14 +245,8 @@ static void mark_done(struct pp_collector *c, struct cjob *prev, struct cjob *j)
         pend_unlink(c, prev, j);
     j->done = true;
     c->finals++;
-    if (c->order == PP_ARRIVAL) {
-        j->next = NULL;
-        if (c->ready_tail)
-            c->ready_tail->next = j;
-        else
-            c->ready = j;
-        c->ready_tail = j;
-    }
+    if (c->order == PP_ARRIVAL)
+        append(&c->ready, &c->ready_tail, j);
 }
 
 /* B2: acquire, pairs with the consumer's publish (D1); after DONE the
@@ -391,13 +397,8 @@ static struct cjob *admit_locked(struct pp_collector *c, bool worker)
     j->index = c->submitted++;
     if (worker && c->track)
         pend_link(c, j);
-    if (c->order == PP_ORDERED) { /* before it can send anything */
-        if (c->last)
-            c->last->next = j;
-        else
-            c->first = j;
-        c->last = j;
-    }
+    if (c->order == PP_ORDERED) /* before it can send anything */
+        append(&c->first, &c->last, j);
     return j;
 }
 
@@ -632,9 +633,8 @@ bool pp__coll_pending(struct pp_server *s)
     return false;
 }
 
-void pp__coll_failing(struct pp_server *s, struct pp_task *t)
+void pp__coll_failing(struct pp_task *t)
 {
-    (void)s;
     struct cjob *j = pp_load_relaxed(&t->coll);
     struct pp_collector *c = pp__cjob_coll(j);
     pthread_mutex_lock(&c->lock);
@@ -801,10 +801,16 @@ static bool take(struct pp_collector *c)
     return c->order == PP_ORDERED ? take_ordered(c) : take_arrival(c);
 }
 
+/* PP_END: every job submitted so far ended and was read. */
+static bool at_end(const struct pp_collector *c)
+{
+    return c->finals_read == c->submitted && !c->first;
+}
+
 /* The pass of a reader about to sleep: something to read, or the end. */
 static bool take_or_end(struct pp_collector *c)
 {
-    return take(c) || (c->finals_read == c->submitted && !c->first);
+    return take(c) || at_end(c);
 }
 
 /* The reader's view of *it, popped from rq.  Returns 0, or 1 for an item
@@ -907,7 +913,7 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
         pthread_mutex_lock(&c->lock);
         int r = 0;
         while (!take(c) && q_empty(&c->rq)) {
-            if (c->finals_read == c->submitted && !c->first) {
+            if (at_end(c)) {
                 r = PP_END;
             } else if (timeout_ms == 0) {
                 r = -ETIMEDOUT;

@@ -116,9 +116,9 @@ struct pp_collector {
     /* The reader's own (one reader at a time): what a pass took, in the
      * order it is shown, and the message last returned. */
     struct queue rq;
-    uint64_t rq_finals;
-    struct cjob *shown_job;  /* messages of it shown, not yet in its delivered */
-    uint32_t shown_n;      /* last messages read from rq, not yet in finals_read */
+    uint64_t rq_finals;      /* last messages read from rq, not yet in finals_read */
+    struct cjob *shown_job;  /* a job some of whose messages were shown... */
+    uint32_t shown_n;        /* ...this many, not yet in its delivered */
     struct item cur;
     const char *cur_err;
     bool cur_valid;

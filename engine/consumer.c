@@ -14,7 +14,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -127,16 +126,15 @@ void pp__cons_complete(struct pp_cons *k, struct pp_rec *r, uint64_t tok)
         }
     } else {
         /* Read before publishing: from then on the record may be reused. */
-        int bell = (r->flags & PP_RF_COLLECT) ? (int)(r->bell % PP_NBELLS) : -1;
+        bool coll = r->flags & PP_RF_COLLECT;
+        unsigned bell = r->bell;
         uint64_t old = pp__rec_publish(r, tok, k->slot, PP_ST_DONE);
         if (old) {
             pp__fault_point(PP_FP_EXECUTED, r, tok);
             pp_store_release(&c->group_done[ci], c->fin_val); /* G1 */
             pp__group_signal(k->sh, ci);
-            /* B1: after DONE; pairs with the reader's pp_event_prepare
-             * before it looks at its jobs (collect.c). */
-            if (bell >= 0)
-                pp_event_signal(&k->sh->bells[bell].ev, INT_MAX);
+            if (coll)
+                pp__bell_ring(k->sh, bell); /* B1 */
             if (old & PP_ST_ORPHAN)
                 to_engine(k, tok); /* released early: the engine frees it */
         }

@@ -170,7 +170,7 @@ PP_HIDDEN unsigned pp__coll_bind(void *cjob, struct pp_task *t);
 /* Engine: a collector's job t is being failed (its consumer died, the
  * server is going away): its record's nmsgs becomes what was drained of
  * it, so that its reader does not wait for more. */
-PP_HIDDEN void pp__coll_failing(struct pp_server *s, struct pp_task *t);
+PP_HIDDEN void pp__coll_failing(struct pp_task *t);
 
 /* ---- task.c ---- */
 /* extra_flags PP_RF_COLLECT: cb must be NULL and cb_arg is the job's

@@ -121,6 +121,15 @@ static inline struct pp_rec *pp__rec_of(struct pp_shared *sh, uint32_t idx)
            idx % PP_REC_CHUNK;
 }
 
+/* B1: whoever moves a collector's job to DONE (its consumer, the engine
+ * failing it) rings the bell its record names, after DONE; pairs with the
+ * waiter's pp_event_prepare before it looks at its jobs (collect.c).
+ * bell is read before DONE: from then on the record may be reused. */
+static inline void pp__bell_ring(struct pp_shared *sh, unsigned bell)
+{
+    pp_event_signal(&sh->bells[bell % PP_NBELLS].ev, INT_MAX);
+}
+
 static inline struct pp_consumer *pp__cons_at(struct pp_shared *sh, uint32_t slot)
 {
     return &sh->wcb[slot].cons;

@@ -178,7 +178,7 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
     uint32_t ci = PP_CI(g, pp_load_acquire(&s->epoch[g]));
     r->group = ci;
     r->flags = extra_flags;
-    if ((cb && !(extra_flags & PP_RF_COLLECT)) || !ret)
+    if (cb || !ret) /* never for a collector's job (cb NULL) */
         r->flags |= PP_RF_ENGINE;
     if (!ret)
         r->flags |= PP_RF_AUTO;
@@ -201,8 +201,8 @@ int pp__submit_id(struct pp_server *s, uint32_t fn_id, uint32_t g,
         r->nmsgs = 0;
         r->bell = (uint16_t)pp__coll_bind(cb_arg, t);
     }
-    t->cb = coll ? NULL : cb;
-    t->cb_arg = coll ? NULL : cb_arg;
+    t->cb = cb;
+    t->cb_arg = cb_arg;
     pp_store_relaxed(&t->coll, coll ? cb_arg : NULL); /* published by Q1 */
     pp__rec_queue(r, t->idx, &t->tok); /* Q1 (rec.c) */
     atomic_fetch_add_explicit(&s->submitted[ci], 1, memory_order_relaxed);
@@ -354,12 +354,14 @@ void pp__fail_task(struct pp_server *s, struct pp_task *t, int code, const char 
         return;
     }
     uint32_t g = r->group;
-    if (t->coll)
-        pp__coll_failing(s, t); /* what it sent before it failed: nmsgs */
+    bool coll = pp_load_relaxed(&t->coll) != NULL;
+    if (coll)
+        pp__coll_failing(t); /* what it sent before it failed: nmsgs */
+    unsigned bell = r->bell; /* read before DONE, as a consumer does */
     uint64_t old = pp__rec_done(r); /* D1 */
     pp__group_engine_done(s, g);
-    if (t->coll) /* B1, as a consumer does (consumer.c) */
-        pp_event_signal(&s->sh->bells[r->bell % PP_NBELLS].ev, INT_MAX);
+    if (coll)
+        pp__bell_ring(s->sh, bell); /* B1 */
     if (old & PP_ST_ORPHAN)
         pp__task_free(s, t);
 }
