@@ -59,6 +59,9 @@ const void *pp__res_data(struct pp_server *s, const struct pp_rec *r)
     case PP_RES_INLINE:
         return r->inl_res;
     case PP_RES_BLOCK:
+        /* The block may have been freed by another host thread before a
+         * worker wrote into it (atomic.h). */
+        PP_TSAN_ACQUIRE(&s->sh->pages);
         return pp_seg_ptr(&s->seg, r->res_off);
     default:
         return r->tiny_res;

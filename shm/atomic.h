@@ -24,13 +24,19 @@
  * done ring -> engine; ThreadSanitizer sees neither the worker nor the
  * rings' other ends, so the host says "release" on the record's state at
  * the instant it hands the record over, and the engine's acquire load of
- * that state then joins it.  No code outside ThreadSanitizer builds.
+ * that state then joins it.  The page heap is the other such edge: a host
+ * thread frees a block, a worker takes it and writes a result into it, a
+ * host thread reads that result; the free says "release" on the heap and
+ * the reader "acquire" (pages.c, payload.c).  No code outside
+ * ThreadSanitizer builds.
  */
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
 #define PP_TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define PP_TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
 #else
 #define PP_TSAN_RELEASE(p) ((void)(p))
+#define PP_TSAN_ACQUIRE(p) ((void)(p))
 #endif
 
 #define PP_CACHELINE 64

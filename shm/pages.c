@@ -4,6 +4,8 @@
 #define _GNU_SOURCE
 #include "pages.h"
 
+#include "atomic.h"
+
 #include <errno.h>
 #include <sys/mman.h>
 
@@ -124,4 +126,5 @@ void pp_pages_free(struct pp_pages *pa, const struct pp_segment *seg,
     pa->free_head[c] = off;
     pa->bytes_in_use -= bytes;
     pthread_mutex_unlock(&pa->lock);
+    PP_TSAN_RELEASE(pa); /* pairs with the result reader's (atomic.h) */
 }
