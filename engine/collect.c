@@ -57,8 +57,19 @@
 struct chunk {
     struct chunk *next;
     size_t used, read, cap;
+    /* 1 + where the run (IT_RUN) that the chunk ends with starts, which
+     * the next message of that job may join; 0: it ends with anything
+     * else. */
+    size_t run;
     _Alignas(8) unsigned char buf[];
 };
+
+/* A message in a run: its length, then its bytes (to 8 bytes). */
+#define RUN_REC_HDR 8u
+static size_t run_rec_size(uint32_t len)
+{
+    return RUN_REC_HDR + (((size_t)len + 7u) & ~(size_t)7u);
+}
 
 /* ---------------------------------------------------------------- */
 /* Queues                                                             */
@@ -67,15 +78,16 @@ struct chunk {
 /* A failure's text is followed by a NUL (pp_collector_error returns it). */
 static size_t item_size(const struct item *it)
 {
+    if (it->kind == IT_RUN) /* and its messages */
+        return sizeof(struct item) + (size_t)it->ref;
     size_t n = (size_t)it->len + ((it->flags & IT_F_FAIL) != 0);
     return sizeof(struct item) + (it->kind == IT_DATA ? (n + 7u) & ~(size_t)7u : 0);
 }
 
-/* Appends an item; false when out of memory (the message is dropped and
- * the caller says so). */
-static bool q_put(struct queue *q, const struct item *it, const void *data)
+/* need bytes at the end of q's last chunk (a new one when they do not
+ * fit); NULL when out of memory. */
+static struct chunk *q_room(struct queue *q, size_t need)
 {
-    size_t need = item_size(it);
     struct chunk *c = q->tail;
     if (!c || c->cap - c->used < need) {
         size_t cap = c ? c->cap * 2 : CHUNK_MIN; /* where the queue had got to */
@@ -87,7 +99,7 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
         if (!c)
             return false;
         c->next = NULL;
-        c->used = c->read = 0;
+        c->used = c->read = c->run = 0;
         c->cap = cap;
         if (q->tail)
             q->tail->next = c;
@@ -95,6 +107,18 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
             q->head = c;
         q->tail = c;
     }
+    return c;
+}
+
+/* Appends an item; false when out of memory (the message is dropped and
+ * the caller says so). */
+static bool q_put(struct queue *q, const struct item *it, const void *data)
+{
+    size_t need = item_size(it);
+    struct chunk *c = q_room(q, need);
+    if (!c)
+        return false;
+    c->run = 0;
     memcpy(c->buf + c->used, it, sizeof(*it));
     if (need > sizeof(*it) && it->len && data)
         memcpy(c->buf + c->used + sizeof(*it), data, it->len);
@@ -104,13 +128,44 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
     return true;
 }
 
+/* Appends a worker job's small message *it: to the run the queue ends
+ * with when that run is the same job's and the chunk has room, else as a
+ * new run.  A stream of 8-byte values thus costs 16 bytes a value in the
+ * queue, not an item each, and the reader copies no item per value. */
+static bool q_put_run(struct queue *q, const struct item *it, const void *data)
+{
+    size_t rec = run_rec_size(it->len);
+    struct chunk *c = q->tail;
+    struct item *run = c && c->run ? (struct item *)(void *)(c->buf + c->run - 1) : NULL;
+    if (!run || run->cj != it->cj || c->cap - c->used < rec) {
+        if (!(c = q_room(q, sizeof(struct item) + rec)))
+            return false;
+        run = (struct item *)(void *)(c->buf + c->used);
+        *run = *it;
+        run->kind = IT_RUN;
+        run->len = 0;  /* messages in it */
+        run->ref = 0;  /* their bytes */
+        c->run = c->used + 1;
+        c->used += sizeof(struct item);
+    }
+    unsigned char *p = c->buf + c->used;
+    uint32_t len = it->len;
+    memcpy(p, &len, sizeof(len));
+    if (len)
+        memcpy(p + RUN_REC_HDR, data, len);
+    c->used += rec;
+    run->len++;
+    run->ref += rec;
+    return true;
+}
+
 /* The oldest item, or NULL.  Frees chunks read to the end. */
 static struct item *q_peek(struct queue *q)
 {
     struct chunk *c;
     while ((c = q->head) && c->read == c->used) {
         if (c == q->tail) {
-            c->read = c->used = 0; /* keep the last one for reuse */
+            c->read = c->used = c->run = 0; /* keep the last one for reuse */
             return NULL;
         }
         q->head = c->next;
@@ -424,7 +479,8 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
         }
     }
     if (ok)
-        ok = q_put(job_queue(c, j), it, data);
+        ok = it->cj && it->kind == IT_DATA && !it->flags ? q_put_run(job_queue(c, j), it, data)
+                                                          : q_put(job_queue(c, j), it, data);
     if (!ok) {
         item_free(c->s, it);
         if (it->flags & IT_F_FINAL) { /* the job still ends: nothing to show */
@@ -526,6 +582,13 @@ struct drain_ctx {
     struct pp_server *s;
     uint32_t slot;
     struct pp_collector *locked;
+    /* The job the last entry was for, and its tag: while `locked` stays
+     * locked, a job bound to its task cannot be taken (that needs the
+     * lock), so its task is not released and keeps its generation; the
+     * next entries of one stream need no look at the record.  Reset
+     * whenever the lock changes hands. */
+    uint64_t last_tag;
+    struct cjob *last_j;
 };
 
 /* A block message's payload in the ring (worker.c, pp_job_send). */
@@ -572,12 +635,16 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
                        : h->kind == IT_DATA;
     if (valid && block && d->slot < PP_MAX_WORKERS)
         s->slots[d->slot].last_msg_blk = b.off; /* see pp__cons_repair */
+    struct cjob *j = d->last_j;
+    if (j && d->last_tag == h->tag)
+        goto found;
+    d->last_j = NULL;
     struct pp_task *t = entry_task(s, h->tag);
     /* A job's memory outlives any use here (coll_lock, held by our
      * caller), but it may have been taken and reused since: under its
      * collector's lock, it must still be bound to this task, which must
      * still be in the entry's generation. */
-    struct cjob *j = t ? pp_load_relaxed(&t->coll) : NULL;
+    j = t ? pp_load_relaxed(&t->coll) : NULL;
     if (j) {
         struct pp_collector *c = pp__cjob_coll(j);
         if (d->locked != c) {
@@ -597,6 +664,9 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
             pp__block_free(s, d->slot, b.off, (size_t)b.len);
         return;
     }
+    d->last_tag = h->tag;
+    d->last_j = j;
+found:;
     struct pp_collector *c = d->locked;
     j->received++; /* counted even when not shown: its end waits for nmsgs */
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
@@ -612,7 +682,7 @@ void pp__coll_drain(struct pp_server *s, uint32_t slot)
     struct pp_bring *b = pp__msg_ring(s->sh, slot);
     if (pp_bring_empty(b))
         return;
-    struct drain_ctx d = { s, slot, NULL };
+    struct drain_ctx d = { .s = s, .slot = slot };
     pthread_mutex_lock(&s->coll_lock); /* the jobs tasks name stay (destroy) */
     pp_bring_drain(b, drain_one, &d);
     struct pp_event *bell = NULL;
@@ -861,6 +931,34 @@ static int deliver(pp_collector *c, struct item *it, const void **data, size_t *
     return 0;
 }
 
+/* A run at the head of rq: its header is the current item for all its
+ * messages (their job; no task, no block). */
+static void run_start(struct pp_collector *c, struct item *it)
+{
+    c->cur = *it;
+    c->cur.kind = IT_DATA;
+    c->cur.ref = 0;
+    c->run_left = it->len;
+    c->rq.head->read += sizeof(struct item);
+}
+
+/* The next message of the run being read (run_left > 0: it is in rq's
+ * head chunk, where the reader is). */
+static void run_next(struct pp_collector *c, const void **data, size_t *len)
+{
+    struct chunk *ch = c->rq.head;
+    const unsigned char *p = ch->buf + ch->read;
+    uint32_t l;
+    memcpy(&l, p, sizeof(l));
+    ch->read += run_rec_size(l);
+    c->run_left--;
+    c->cur.len = l;
+    c->cur_valid = true;
+    count_shown(c, (struct cjob *)(uintptr_t)c->cur.cj);
+    *data = p + RUN_REC_HDR;
+    *len = l;
+}
+
 /* How long a reader spins for a job to end before it sleeps: the
  * server's adaptive budget, as pp_task_wait's. */
 static bool spin_for(pp_collector *c, const struct timespec *dl)
@@ -907,9 +1005,18 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
     drop_current(c);
     for (;;) {
         struct item *it;
-        while ((it = q_peek(&c->rq)) != NULL)
-            if (deliver(c, it, data, len) == 0)
+        for (;;) {
+            if (c->run_left) {
+                run_next(c, data, len);
                 return 0;
+            }
+            if (!(it = q_peek(&c->rq)))
+                break;
+            if (it->kind == IT_RUN)
+                run_start(c, it);
+            else if (deliver(c, it, data, len) == 0)
+                return 0;
+        }
         pthread_mutex_lock(&c->lock);
         int r = 0;
         while (!take(c) && q_empty(&c->rq)) {
@@ -1002,6 +1109,11 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
         pp__create_fini(c);
     pthread_mutex_lock(&c->lock);
     drop_current(c);
+    while (c->run_left) { /* the rest of a run being read: nothing to free */
+        const void *d;
+        size_t n;
+        run_next(c, &d, &n);
+    }
     q_free(c->s, &c->q);
     q_free(c->s, &c->rq);
     for (struct cjob *j = c->order == PP_ORDERED ? c->first : c->ready; j; j = j->next) {

@@ -26,7 +26,9 @@ enum {
     IT_BLOCK = 1,  /* a page-heap block of the segment (ref = offset; slot) */
     IT_HEAP = 2,   /* a malloc block of their own (ref = pointer) */
     IT_TASK = 3,   /* the result of the item's task */
-    IT_NOTHING = 4 /* no bytes, nothing shown: a job's end without a result */
+    IT_NOTHING = 4, /* no bytes, nothing shown: a job's end without a result */
+    IT_RUN = 5      /* IT_DATA messages of one worker job that follow it in
+                       the chunk (len: how many, ref: their bytes; collect.c) */
 };
 #define IT_DATA_MAX 4096u
 enum { IT_F_FINAL = 1u, IT_F_FAIL = 2u }; /* item.flags */
@@ -120,6 +122,7 @@ struct pp_collector {
     struct cjob *shown_job;  /* a job some of whose messages were shown... */
     uint32_t shown_n;        /* ...this many, not yet in its delivered */
     struct item cur;
+    uint32_t run_left;       /* messages of the run being read still in rq */
     const char *cur_err;
     bool cur_valid;
     /* Other sources: their state, stopped and freed by destroy (after

@@ -284,6 +284,74 @@ TEST_F(Collect, OneJobStreamsManyValues)
     }
 }
 
+// Small messages of one job are kept as a run (one header, then each
+// message's length and bytes): streams of four jobs at once, of four
+// sizes, interleave in an arrival-order collector and follow each other
+// in an ordered one; every value arrives once, whole, in its job's order,
+// named by its job.  Then a collector destroyed in the middle of a run.
+TEST_F(Collect, InterleavedStreamsOfSmallMessages)
+{
+    const uint64_t sizes[] = { 0, 21, 40, 100 }; // 0: 8-byte values
+    const uint64_t V = 20000;
+    for (pp_order o : { PP_ARRIVAL, PP_ORDERED }) {
+        pp_collector *c = make(o);
+        for (uint64_t i = 0; i < 4; i++) {
+            StreamArg a{ i, V, 0, 0, sizes[i], 0 };
+            ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        }
+        uint64_t next[4] = { 0, 0, 0, 0 }, switches = 0, last = ~0ull;
+        bool ended[4] = { false, false, false, false };
+        const void *d;
+        size_t n;
+        int r;
+        while ((r = pp_collector_next(c, &d, &n, 60000)) == 0) {
+            uint64_t j = pp_collector_job(c);
+            ASSERT_LT(j, 4u);
+            ASSERT_FALSE(ended[j]) << "a message after job " << j << "'s result";
+            switches += j != last;
+            last = j;
+            if (pp_collector_status(c) == 7) {
+                ASSERT_EQ(next[j], V);
+                ended[j] = true;
+                continue;
+            }
+            ASSERT_EQ(pp_collector_status(c), 0);
+            uint64_t want = j * 1000000 + next[j];
+            if (sizes[j] > 8) {
+                ASSERT_EQ(n, sizes[j]);
+                EXPECT_TRUE(check_pattern(d, n, want)) << "job " << j << " value " << next[j];
+            } else {
+                ASSERT_EQ(n, 8u);
+                uint64_t v;
+                memcpy(&v, d, 8);
+                ASSERT_EQ(v, want);
+            }
+            next[j]++;
+        }
+        EXPECT_EQ(r, PP_END);
+        for (int j = 0; j < 4; j++)
+            EXPECT_TRUE(ended[j]) << j;
+        if (o == PP_ORDERED) {
+            EXPECT_EQ(switches, 4u); // job by job
+        }
+        pp_collector_destroy(c);
+    }
+    // Destroyed after 1,000 of 50,000 values: it waits for the job, frees
+    // the rest (ASan's leak check runs over this test).
+    pp_collector *c = make(PP_ARRIVAL);
+    StreamArg a{ 1, 50000, 0, 0, 0, 0 };
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    const void *d;
+    size_t n;
+    for (uint64_t k = 0; k < 1000; k++) {
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+        uint64_t v;
+        memcpy(&v, d, 8);
+        ASSERT_EQ(v, 1000000 + k);
+    }
+    pp_collector_destroy(c);
+}
+
 // A job that fails or crashes after sending: its values, then its
 // failure; the other jobs go on; a job with no result ends silently.
 TEST_F(Collect, FailuresComeAfterTheValuesSent)
