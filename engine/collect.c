@@ -623,6 +623,38 @@ static struct pp_task *entry_task(struct pp_server *s, uint64_t tag)
     return t;
 }
 
+/* The job an entry is for, with its collector locked (d->locked), or
+ * NULL.  A job's memory outlives any use here (coll_lock, held by our
+ * caller), but it may have been taken and reused since: under its
+ * collector's lock, it must still be bound to this task, which must still
+ * be in the entry's generation.  The next entries of the same stream hit
+ * d->last_j. */
+static struct cjob *entry_job(struct drain_ctx *d, uint64_t tag)
+{
+    if (d->last_j && d->last_tag == tag)
+        return d->last_j;
+    d->last_j = NULL;
+    struct pp_task *t = entry_task(d->s, tag);
+    struct cjob *j = t ? pp_load_relaxed(&t->coll) : NULL;
+    if (!j)
+        return NULL;
+    struct pp_collector *c = pp__cjob_coll(j);
+    if (d->locked != c) {
+        if (d->locked) {
+            struct pp_event *bell = d->locked->bell;
+            pthread_mutex_unlock(&d->locked->lock);
+            pp_event_signal(bell, INT_MAX);
+        }
+        pthread_mutex_lock(&c->lock);
+        d->locked = c;
+    }
+    if (pp_load_relaxed(&j->t) != t || entry_task(d->s, tag) != t)
+        return NULL;
+    d->last_tag = tag;
+    d->last_j = j;
+    return j;
+}
+
 static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned char *payload)
 {
     struct drain_ctx *d = ctx;
@@ -635,38 +667,12 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
                        : h->kind == IT_DATA;
     if (valid && block && d->slot < PP_MAX_WORKERS)
         s->slots[d->slot].last_msg_blk = b.off; /* see pp__cons_repair */
-    struct cjob *j = d->last_j;
-    if (j && d->last_tag == h->tag)
-        goto found;
-    d->last_j = NULL;
-    struct pp_task *t = entry_task(s, h->tag);
-    /* A job's memory outlives any use here (coll_lock, held by our
-     * caller), but it may have been taken and reused since: under its
-     * collector's lock, it must still be bound to this task, which must
-     * still be in the entry's generation. */
-    j = t ? pp_load_relaxed(&t->coll) : NULL;
-    if (j) {
-        struct pp_collector *c = pp__cjob_coll(j);
-        if (d->locked != c) {
-            if (d->locked) {
-                struct pp_event *bell = d->locked->bell;
-                pthread_mutex_unlock(&d->locked->lock);
-                pp_event_signal(bell, INT_MAX);
-            }
-            pthread_mutex_lock(&c->lock);
-            d->locked = c;
-        }
-        if (pp_load_relaxed(&j->t) != t || entry_task(s, h->tag) != t)
-            j = NULL;
-    }
+    struct cjob *j = entry_job(d, h->tag);
     if (!j) {
         if (valid && block)
             pp__block_free(s, d->slot, b.off, (size_t)b.len);
         return;
     }
-    d->last_tag = h->tag;
-    d->last_j = j;
-found:;
     struct pp_collector *c = d->locked;
     j->received++; /* counted even when not shown: its end waits for nmsgs */
     struct item it = { .len = block ? (uint32_t)b.len : h->len,

@@ -173,6 +173,20 @@ uint64_t u64(const Msg &m)
     return v;
 }
 
+// The next count messages are 8-byte values first, first + 1, ...
+void read_values(pp_collector *c, uint64_t first, uint64_t count)
+{
+    const void *d;
+    size_t n;
+    for (uint64_t k = 0; k < count; k++) {
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0) << k;
+        ASSERT_EQ(n, 8u);
+        uint64_t v;
+        memcpy(&v, d, 8);
+        ASSERT_EQ(v, first + k);
+    }
+}
+
 // Job i sends i+1 values and finishes last when it was submitted first:
 // the reader still gets job 0's messages, then job 1's, ...; the result
 // comes after the values, with the job's status.  The collector goes on
@@ -268,15 +282,10 @@ TEST_F(Collect, OneJobStreamsManyValues)
         pp_collector *c = make(o);
         StreamArg a{ 3, 100000, 0, 0, 0, 0 };
         ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        read_values(c, 3000000, 100000);
+        ASSERT_FALSE(HasFatalFailure());
         const void *d;
         size_t n;
-        for (uint64_t k = 0; k < 100000; k++) {
-            ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0) << k;
-            ASSERT_EQ(n, 8u);
-            uint64_t v;
-            memcpy(&v, d, 8);
-            ASSERT_EQ(v, 3000000 + k);
-        }
         ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
         EXPECT_EQ(pp_collector_status(c), 7);
         EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
@@ -341,14 +350,7 @@ TEST_F(Collect, InterleavedStreamsOfSmallMessages)
     pp_collector *c = make(PP_ARRIVAL);
     StreamArg a{ 1, 50000, 0, 0, 0, 0 };
     ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
-    const void *d;
-    size_t n;
-    for (uint64_t k = 0; k < 1000; k++) {
-        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
-        uint64_t v;
-        memcpy(&v, d, 8);
-        ASSERT_EQ(v, 1000000 + k);
-    }
+    read_values(c, 1000000, 1000);
     pp_collector_destroy(c);
 }
 
