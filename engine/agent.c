@@ -38,6 +38,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "chan.h"
 #include "loop.h"
 #include "msg.h"
@@ -89,6 +90,7 @@ struct agent {
     bool ending;
     int workers;
     _Atomic int map_threads;      /* pp_map threads not yet collected */
+    struct pp_acoll *coll;        /* collector jobs (agent_coll.c), from the first */
 };
 
 static struct agent *the_agent;
@@ -120,16 +122,30 @@ static void job_done(pp_task *t, void *arg)
     push_done(the_agent, arg);
 }
 
-/* Sends one RESULT (chunked beyond max_body) for a status, message and
- * result bytes. */
-static int send_result(struct agent *a, uint64_t id, int status, const char *err,
-                       const void *data, size_t len)
+/* The CHUNK frames of a chunked payload. */
+static int send_chunks(struct agent *a, uint64_t id, const void *data, size_t len)
 {
-    size_t el = err ? strnlen(err, PP_ERRMSG_MAX) : 0;
+    for (size_t off = 0; off < len; off += PP_WIRE_MAX_BODY) {
+        size_t n = len - off < PP_WIRE_MAX_BODY ? len - off : PP_WIRE_MAX_BODY;
+        int r = pp_chan_send(&a->ch, PP_WIRE_CHUNK, 0, id, (const char *)data + off, n);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* Sends one RESULT (chunked beyond max_body) for a status, message (el
+ * bytes) and result bytes; flags: PP_WIRE_F_NONE for a collector's job
+ * that set no result. */
+static int send_result_n(struct agent *a, uint64_t id, uint16_t flags, int status,
+                         const char *err, size_t el, const void *data, size_t len)
+{
+    if (el > PP_ERRMSG_MAX)
+        el = PP_ERRMSG_MAX;
     size_t whole = PP_RES_HDR + el + len;
 
     if (whole <= PP_WIRE_MAX_BODY) {
-        uint8_t *p = pp_chan_send_begin(&a->ch, PP_WIRE_RESULT, 0, id, whole);
+        uint8_t *p = pp_chan_send_begin(&a->ch, PP_WIRE_RESULT, flags, id, whole);
         if (!p)
             return a->ch.err;
         struct pp_wr w = pp_wr_of(p, whole);
@@ -150,13 +166,14 @@ static int send_result(struct agent *a, uint64_t id, int status, const char *err
     pp_wr_u32(&w, (uint32_t)el);
     pp_wr_u64(&w, 0);
     pp_wr_bytes(&w, err, el);
-    for (size_t off = 0; off < len; off += PP_WIRE_MAX_BODY) {
-        size_t n = len - off < PP_WIRE_MAX_BODY ? len - off : PP_WIRE_MAX_BODY;
-        int r = pp_chan_send(&a->ch, PP_WIRE_CHUNK, 0, id, (const char *)data + off, n);
-        if (r < 0)
-            return r;
-    }
-    return 0;
+    return send_chunks(a, id, data, len);
+}
+
+static int send_result(struct agent *a, uint64_t id, int status, const char *err,
+                       const void *data, size_t len)
+{
+    /* err: a C string; longer than PP_ERRMSG_MAX is cut there */
+    return send_result_n(a, id, 0, status, err, err ? strlen(err) : 0, data, len);
 }
 
 static void free_job(struct agent *a, struct ajob *j)
@@ -207,6 +224,39 @@ static void send_done(struct agent *a)
         send_result(a, j->id, st, st < 0 ? pp_task_error(j->task) : NULL, data, len);
         free_job(a, j);
         j = next;
+    }
+}
+
+/* A collector job's message and end (agent_coll.c, in order). */
+static void coll_message(void *ctx, uint64_t id, const void *data, size_t len)
+{
+    struct agent *a = ctx;
+    if (len <= PP_WIRE_MAX_BODY) {
+        pp_chan_send(&a->ch, PP_WIRE_MESSAGE, 0, id, data, len);
+        return;
+    }
+    uint8_t total[8];
+    struct pp_wr w = pp_wr_of(total, sizeof(total));
+    pp_wr_u64(&w, len);
+    if (pp_chan_send(&a->ch, PP_WIRE_MESSAGE, PP_WIRE_F_CHUNKED, id, total, sizeof(total)) == 0)
+        send_chunks(a, id, data, len);
+}
+
+static void coll_end(void *ctx, uint64_t id, int status, const char *err, size_t err_len,
+                     const void *res, size_t len, bool none)
+{
+    send_result_n(ctx, id, none ? PP_WIRE_F_NONE : 0, status, err, err_len, res, len);
+}
+
+static const struct pp_acoll_ops coll_ops = { .message = coll_message, .end = coll_end };
+
+static void send_collected(struct agent *a)
+{
+    int e = a->coll ? pp__acoll_pump(a->coll, &coll_ops, a) : 0;
+    if (e < 0 && !a->ending) {
+        alog(a, "cannot read the collector jobs' messages: %s: ending the session",
+             strerror(-e));
+        a->ending = true;
     }
 }
 
@@ -278,6 +328,21 @@ static void run_job(struct agent *a, struct ajob *j, const void *arg)
         run_map(a, j, fn, j->arg_shm ? j->arg_shm : arg);
         return;
     }
+    if (j->flags & PP_JOB_F_COLLECT) {
+        int r = a->coll ? 0 : pp__acoll_new(a->srv, a->loop, &a->coll);
+        if (r == 0)
+            r = pp__acoll_submit(a->coll, fn, j->arg_shm ? j->arg_shm : arg, j->arg_len, j->id,
+                                 j->arg_shm);
+        if (r < 0) {
+            char msg[96];
+            snprintf(msg, sizeof(msg), "the node could not queue the job: %s", strerror(-r));
+            fail_job(a, j, r, msg);
+            return;
+        }
+        j->arg_shm = NULL; /* the collector's now, until the job ended */
+        free_job(a, j);
+        return;
+    }
     struct pp_submit_opts o = { .callback = job_done, .callback_arg = j };
     int r = pp_submit(a->srv, fn, j->arg_shm ? j->arg_shm : arg, j->arg_len, &o, &j->task);
     if (r < 0) {
@@ -338,7 +403,8 @@ static int on_job(struct agent *a, const struct pp_wire_frame *f)
     uint32_t flags = pp_rd_u32(&rd);
     uint64_t offset = pp_rd_u64(&rd);
     if (rd.err || module >= PP_MAX_MODULES || (chunked && total > PP_MAX_PAYLOAD + 64) ||
-        (flags & ~PP_JOB_F_MAP))
+        (flags & ~(PP_JOB_F_MAP | PP_JOB_F_COLLECT)) ||
+        flags == (PP_JOB_F_MAP | PP_JOB_F_COLLECT))
         return -EPROTO;
     struct ajob *j = calloc(1, sizeof(*j));
     if (!j)
@@ -572,6 +638,7 @@ static void on_tick(void *ctx)
 static void on_wake(void *ctx)
 {
     send_done(ctx);
+    send_collected(ctx);
 }
 
 static void agent_signal(int sig)
@@ -673,6 +740,7 @@ static int agent_run(int sock, int pipefd)
             pp_print_stats(a->srv, stderr);
         }
         send_done(a);
+        send_collected(a);
         if (pp_chan_flush(&a->ch) < 0)
             break;
         if (pp_loop_run(a->loop, -1) < 0)
@@ -699,8 +767,10 @@ out:
         }
         usleep(1000);
     }
+    pp__acoll_stop(a->coll); /* it reads from the server */
     if (a->srv)
         pp_server_destroy(a->srv);
+    pp__acoll_free(a->coll);
     struct ajob *j = atomic_exchange(&a->done, NULL);
     while (j) {
         struct ajob *n = j->next;

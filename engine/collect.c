@@ -212,7 +212,7 @@ static void item_free(struct pp_server *s, const struct item *it)
         pp__block_free(s, it->slot, it->ref, it->len);
     else if (it->kind == IT_HEAP)
         free((void *)(uintptr_t)it->ref);
-    if (it->task)
+    if (it->task && s) /* a task exists only with its server (see pp__coll_free_orphan) */
         pp_task_release((pp_task *)(uintptr_t)it->task);
 }
 
@@ -591,10 +591,9 @@ struct drain_ctx {
     struct cjob *last_j;
 };
 
-/* A block message's payload in the ring (worker.c, pp_job_send). */
-struct blk_ref {
-    uint64_t off, len;
-};
+/* The message ring's kinds are the items' (consumer.h). */
+_Static_assert((int)PP_MSG_DATA == (int)IT_DATA && (int)PP_MSG_BLOCK == (int)IT_BLOCK,
+               "message kinds");
 
 /* Where a block could be: page aligned, inside the page heap. */
 static bool block_plausible(struct pp_server *s, uint64_t off, uint64_t len)
@@ -660,7 +659,7 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
     struct drain_ctx *d = ctx;
     struct pp_server *s = d->s;
     bool block = h->kind == IT_BLOCK;
-    struct blk_ref b = { 0, 0 };
+    struct pp_msg_block b = { 0, 0 };
     if (block && h->len == sizeof(b))
         memcpy(&b, payload, sizeof(b));
     bool valid = block ? h->len == sizeof(b) && block_plausible(s, b.off, b.len)
@@ -727,18 +726,19 @@ PP_EXPORT int pp_collector_new(pp_server *s, enum pp_order order, unsigned limit
 {
     if (!s || !ret)
         return -EINVAL;
-    if (pp_load_relaxed(&s->sh->has_nodes))
-        return -EOPNOTSUPP;
     return pp__coll_alloc(s, order, limit, ret);
 }
 
-static int submit_id(pp_collector *c, uint32_t id, uint32_t group, const void *arg, size_t len)
+static int submit_id(pp_collector *c, uint32_t id, uint32_t group, const void *arg, size_t len,
+                     uint64_t *index)
 {
     pthread_mutex_lock(&c->lock);
     struct cjob *j = admit_locked(c, true);
     pthread_mutex_unlock(&c->lock);
     if (!j)
         return -ENOMEM;
+    if (index) /* now: once queued, the job may end, be read and be reused */
+        *index = j->index;
     /* Not under the lock: the submit may block (max_queued), and the
      * engine takes the lock to deliver its messages.  It binds the task
      * to j (pp__coll_bind) before it queues it. */
@@ -755,7 +755,14 @@ PP_EXPORT int pp_collector_submit(pp_collector *c, pp_fn *fn, const void *arg, s
         return -EINVAL;
     uint32_t id;
     int r = pp__fn_id(c->s, fn, &id);
-    return r < 0 ? r : submit_id(c, id, 0, arg, len);
+    return r < 0 ? r : submit_id(c, id, 0, arg, len, NULL);
+}
+
+int pp__coll_submit(pp_collector *c, pp_fn *fn, const void *arg, size_t len, uint64_t *index)
+{
+    uint32_t id;
+    int r = pp__fn_id(c->s, fn, &id);
+    return r < 0 ? r : submit_id(c, id, 0, arg, len, index);
 }
 
 PP_EXPORT int pp_collector_submit_template(pp_collector *c, pp_template *tpl, const void *arg,
@@ -768,7 +775,7 @@ PP_EXPORT int pp_collector_submit_template(pp_collector *c, pp_template *tpl, co
     pp__template_ids(tpl, &s, &id, &group);
     if (s != c->s)
         return -EINVAL;
-    return submit_id(c, id, group, arg, len);
+    return submit_id(c, id, group, arg, len, NULL);
 }
 
 /* What the reader was given last goes (a block back to its consumer, a
@@ -907,6 +914,10 @@ static int deliver(pp_collector *c, struct item *it, const void **data, size_t *
     pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
     switch (c->cur.kind) {
     case IT_NOTHING:
+        if (c->show_ends) { /* an empty last message (the agent's) */
+            *data = "";
+            break;
+        }
         drop_current(c);
         return 1;
     case IT_DATA:
@@ -1140,6 +1151,37 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
     }
     if (c->s)
         pthread_mutex_unlock(&c->s->coll_lock);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+int pp__coll_current(pp_collector *c)
+{
+    if (!c->cur_valid || !(c->cur.flags & IT_F_FINAL))
+        return 0;
+    return PP_COLL_LAST | (c->cur.kind == IT_NOTHING ? PP_COLL_NONE : 0);
+}
+
+void pp__coll_free_orphan(pp_collector *c)
+{
+    /* Its server is gone, and with it every task, block and bell: only
+     * the host memory that is the collector's own is freed. */
+    c->s = NULL;
+    c->cur_valid = false;
+    while (c->run_left) {
+        const void *d;
+        size_t n;
+        run_next(c, &d, &n);
+    }
+    q_free(NULL, &c->q);
+    q_free(NULL, &c->rq);
+    for (struct cjob *j = c->order == PP_ORDERED ? c->first : c->ready; j; j = j->next)
+        q_free(NULL, &j->q);
+    while (c->slabs) {
+        struct cjob_slab *sl = c->slabs;
+        c->slabs = sl->next;
+        free(sl);
+    }
     pthread_mutex_destroy(&c->lock);
     free(c);
 }

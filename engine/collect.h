@@ -20,7 +20,7 @@
 struct pp_server;
 
 /* Where an item's bytes are.  IT_DATA and IT_BLOCK are also the kinds
- * of pp_job_send's message-ring entries (worker.c). */
+ * of the consumers' message-ring entries (consumer.h: PP_MSG_*). */
 enum {
     IT_DATA = 0,   /* copied into the queue (at most IT_DATA_MAX bytes) */
     IT_BLOCK = 1,  /* a page-heap block of the segment (ref = offset; slot) */
@@ -123,6 +123,7 @@ struct pp_collector {
     uint32_t shown_n;        /* ...this many, not yet in its delivered */
     struct item cur;
     uint32_t run_left;       /* messages of the run being read still in rq */
+    bool show_ends;          /* an end without a result is shown, empty (the agent) */
     const char *cur_err;
     bool cur_valid;
     /* Other sources: their state, stopped and freed by destroy (after
@@ -146,6 +147,16 @@ PP_HIDDEN void pp__coll_unreserve(struct pp_collector *c, struct cjob *j);
  * dropped and its resources freed; a last one still ends the job). */
 PP_HIDDEN bool pp__coll_add(struct pp_collector *c, struct cjob *j, struct item *it,
                             const void *data);
+
+/* The session agent's (agent.c): a submit that says the job's index; what
+ * the message last returned is (PP_COLL_LAST: its job's last; PP_COLL_NONE:
+ * an end without a result, shown because show_ends is set); and freeing a
+ * collector whose server was destroyed first (its jobs cancelled there). */
+PP_HIDDEN int pp__coll_submit(struct pp_collector *c, pp_fn *fn, const void *arg, size_t len,
+                              uint64_t *index);
+enum { PP_COLL_LAST = 1, PP_COLL_NONE = 2 };
+PP_HIDDEN int pp__coll_current(struct pp_collector *c);
+PP_HIDDEN void pp__coll_free_orphan(struct pp_collector *c);
 
 /* create.c: all n bytes to fd (a pipe or a socket; SIGPIPE must be
  * ignored by the caller): 0 or -errno. */

@@ -237,6 +237,28 @@ void pp__cons_flush(struct pp_cons *k)
     }
 }
 
+/* The engine is woken as for a finished job (Dekker with its sleep
+ * flag); a full ring makes us wait for it, which is brief: it drains
+ * into host memory. */
+void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p, uint32_t len)
+{
+    struct pp_bring *b = pp__msg_ring(k->sh, k->slot);
+    uint64_t one = 1;
+    while (!pp_bring_put(b, kind, 0, tok, p, len)) {
+        (void)!write(k->sh->engine_efd, &one, sizeof(one));
+        sched_yield();
+    }
+    /* Pairs with the engine's fence between setting engine_sleeping and
+     * looking at the rings (engine.c).  Only the sender that clears the
+     * flag writes the eventfd: a stream of messages to a sleeping engine
+     * costs one system call, not one each (the engine clears the flag
+     * itself when it wakes, and a stale eventfd count only makes its next
+     * poll return at once). */
+    pp_fence_seq_cst();
+    if (pp_load_relaxed(&k->sh->engine_sleeping) && atomic_exchange(&k->sh->engine_sleeping, 0))
+        (void)!write(k->sh->engine_efd, &one, sizeof(one));
+}
+
 /* ---------------------------------------------------------------- */
 /* Post-mortem (engine thread)                                        */
 /* ---------------------------------------------------------------- */

@@ -91,6 +91,18 @@ PP_HIDDEN uint64_t pp__cons_block_get(struct pp_cons *k, size_t len);
 PP_HIDDEN void pp__cons_block_put(struct pp_cons *k, uint64_t blk, size_t len);
 /* The job no longer holds blk: the record names it now (published). */
 PP_HIDDEN void pp__cons_block_release(struct pp_cons *k, uint64_t blk);
+/* Messages (pp_job_send) to the engine, which hands them to the job's
+ * collector (collect.c): PP_MSG_DATA, the bytes themselves (at most
+ * PP_INLINE_MAX), or PP_MSG_BLOCK, a struct pp_msg_block naming a block
+ * of this consumer's (pp__cons_block_get) that holds them.  Waits while
+ * the consumer's message ring is full (the engine drains it into host
+ * memory: briefly).  The kinds are collect.h's IT_DATA and IT_BLOCK. */
+enum { PP_MSG_DATA = 0, PP_MSG_BLOCK = 1 };
+struct pp_msg_block {
+    uint64_t off, len;
+};
+PP_HIDDEN void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p,
+                                uint32_t len);
 /* Before a planned exit: cached blocks go back to the page heap. */
 PP_HIDDEN void pp__cons_flush(struct pp_cons *k);
 

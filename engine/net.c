@@ -100,6 +100,8 @@ struct flight {
     uint64_t sent_ns;
     uint32_t next_free;
     bool map;                     /* a pp_map chunk: outputs go to map_out */
+    bool coll;                    /* a collector's job: MESSAGE frames come */
+    uint32_t nmsgs;               /* of which this many reached the message ring */
     void *map_out;
     uint64_t map_len, map_first;
 };
@@ -141,8 +143,8 @@ struct node {
     bool found;                   /* added because discovery named it */
     bool gone;                    /* PP_NODE_GONE: not retried until heard again */
     uint64_t heard_ms, down_ms;   /* loop clock: last answer or beacon; last down */
-    /* a chunked RESULT being received */
-    bool rx_active;
+    /* a chunked RESULT (or, rx_msg, MESSAGE) being received */
+    bool rx_active, rx_msg;
     uint32_t rx_fl;
     uint64_t rx_total, rx_have, rx_blk;
     unsigned char *rx_dst;
@@ -496,6 +498,8 @@ static int send_job(struct node *n, uint32_t fi, struct pp_rec *r)
         arg = arg_of(n->net, r);
         len = r->arg_len;
         n->fl[fi].map = false;
+        if (n->fl[fi].coll)
+            flags = PP_JOB_F_COLLECT;
     }
     size_t total = pl + len;
     if (PP_JOB_HDR + total <= PP_WIRE_MAX_BODY) {
@@ -579,15 +583,12 @@ static void dispatch_node(struct node *n)
         /* Many records in flight: the claim is for a post-mortem of a
          * dead process, which a node (a thread of this host) never has. */
         pp_ring_claim_done(&n->k.c->claim);
-        if (r->flags & PP_RF_COLLECT) { /* pp_connect after pp_collector_new */
-            fail_record(&n->k, r, tok, -EOPNOTSUPP,
-                        "a collector's job runs on local workers only (this version)");
-            continue;
-        }
         uint32_t fi = n->fl_free;
         n->fl_free = n->fl[fi].next_free;
         n->fl[fi].tok = tok;
         n->fl[fi].sent_ns = pp_now_ns();
+        n->fl[fi].coll = r->flags & PP_RF_COLLECT;
+        n->fl[fi].nmsgs = 0;
         pp_store_relaxed(&n->nfl, pp_load_relaxed(&n->nfl) + 1);
         int e = send_job(n, fi, r);
         if (e < 0) {
@@ -625,6 +626,7 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
 {
     struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
     bool chunked = f->hdr.flags & PP_WIRE_F_CHUNKED;
+    bool none = f->hdr.flags & PP_WIRE_F_NONE;
     uint64_t total = chunked ? pp_rd_u64(&rd) : 0;
     int32_t status = (int32_t)pp_rd_u32(&rd);
     uint32_t el = pp_rd_u32(&rd);
@@ -632,10 +634,13 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
     const uint8_t *err = pp_rd_take(&rd, el);
     uint64_t fi = f->hdr.reqid;
     if (rd.err || fi >= n->fl_cap || !n->fl[fi].tok || n->rx_active ||
-        (chunked && (pp_rd_left(&rd) || total > PP_MAX_PAYLOAD)))
+        (chunked && (pp_rd_left(&rd) || total > PP_MAX_PAYLOAD)) ||
+        (none && (chunked || pp_rd_left(&rd) || !n->fl[fi].coll)))
         return -EPROTO;
     uint64_t tok = n->fl[fi].tok;
     struct pp_rec *r = flight_rec(n, (uint32_t)fi);
+    if (n->fl[fi].coll) /* every MESSAGE came before: its end waits for them */
+        r->nmsgs = n->fl[fi].nmsgs;
     size_t len = chunked ? (size_t)total : pp_rd_left(&rd);
     uint64_t blk = 0;
     unsigned char *dst;
@@ -682,6 +687,8 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
         pp__map_settle(r, status, n->fl[fi].map_first);
         status = 0; /* item failures travel in the map result */
     }
+    if (none)
+        r->res_where = PP_RES_NONE; /* its collector shows no result */
     result_settle(n, r, blk);
     account(n, (uint32_t)fi);
     finish(n, r, tok, status, (const char *)err, el);
@@ -689,15 +696,69 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
     return 0;
 }
 
+/* A collector job's message goes to the engine through this node's
+ * message ring, as a worker's pp_job_send does (consumer.h): small ones
+ * in the ring, larger ones in a page-heap block of this node's slot.  A
+ * block that cannot be had is passed on as an empty one, which the
+ * engine counts as lost (nmsgs still adds up: its end is not held back). */
+static void msg_block(struct node *n, uint32_t fi, uint64_t blk, uint64_t len)
+{
+    struct pp_msg_block ref = { blk, blk ? len : 0 };
+    pp__cons_msg_put(&n->k, PP_MSG_BLOCK, n->fl[fi].tok, &ref, sizeof(ref));
+    if (blk)
+        pp__cons_block_release(&n->k, blk); /* the message names it now */
+    n->fl[fi].nmsgs++;
+}
+
+static int on_message(struct node *n, const struct pp_wire_frame *f)
+{
+    uint64_t fi = f->hdr.reqid;
+    bool chunked = f->hdr.flags & PP_WIRE_F_CHUNKED;
+    if (fi >= n->fl_cap || !n->fl[fi].tok || !n->fl[fi].coll || n->rx_active)
+        return -EPROTO;
+    if (!chunked && f->hdr.len <= PP_INLINE_MAX) {
+        pp__cons_msg_put(&n->k, PP_MSG_DATA, n->fl[fi].tok, f->body, f->hdr.len);
+        n->fl[fi].nmsgs++;
+        return 0;
+    }
+    struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
+    uint64_t len = chunked ? pp_rd_u64(&rd) : f->hdr.len;
+    if (chunked && (rd.err || pp_rd_left(&rd) || len <= PP_WIRE_MAX_BODY ||
+                    len > PP_MAX_PAYLOAD))
+        return -EPROTO;
+    uint64_t blk = pp__cons_block_get(&n->k, (size_t)len);
+    unsigned char *dst = blk ? pp_seg_ptr(&n->k.seg, blk) : NULL;
+    if (!chunked) {
+        if (dst)
+            memcpy(dst, f->body, f->hdr.len);
+        msg_block(n, (uint32_t)fi, blk, len);
+        return 0;
+    }
+    n->rx_active = n->rx_msg = true; /* the bytes follow in CHUNKs */
+    n->rx_fl = (uint32_t)fi;
+    n->rx_total = len;
+    n->rx_have = 0;
+    n->rx_blk = blk;
+    n->rx_dst = dst; /* NULL: read and dropped */
+    return 0;
+}
+
 static int on_chunk(struct node *n, const struct pp_wire_frame *f)
 {
     if (!n->rx_active || f->hdr.reqid != n->rx_fl || f->hdr.len > n->rx_total - n->rx_have)
         return -EPROTO;
-    memcpy(n->rx_dst + n->rx_have, f->body, f->hdr.len);
+    if (n->rx_dst)
+        memcpy(n->rx_dst + n->rx_have, f->body, f->hdr.len);
     n->rx_have += f->hdr.len;
     if (n->rx_have < n->rx_total)
         return 0;
     n->rx_active = false;
+    if (n->rx_msg) {
+        n->rx_msg = false;
+        msg_block(n, n->rx_fl, n->rx_blk, n->rx_total);
+        n->rx_blk = 0;
+        return 0;
+    }
     uint32_t fi = n->rx_fl;
     struct pp_rec *r = flight_rec(n, fi);
     char err[PP_ERRMSG_MAX];
@@ -826,6 +887,8 @@ static int on_frame(void *ctx, const struct pp_wire_frame *f)
         switch (f->hdr.type) {
         case PP_WIRE_RESULT:
             return on_result(n, f);
+        case PP_WIRE_MESSAGE:
+            return on_message(n, f);
         case PP_WIRE_CHUNK:
             return on_chunk(n, f);
         case PP_WIRE_HEARTBEAT:
@@ -937,7 +1000,7 @@ static void node_down(struct node *n, int err, const char *why, bool crashed)
     if (n->phase == PH_IDLE)
         return;
     if (n->rx_active) {
-        n->rx_active = false;
+        n->rx_active = n->rx_msg = false;
         if (n->rx_blk)
             pp__cons_block_put(&n->k, n->rx_blk, (size_t)n->rx_total);
         n->rx_blk = 0;
@@ -952,7 +1015,16 @@ static void node_down(struct node *n, int err, const char *why, bool crashed)
             t->node_fails++;
             t->node_mask |= 1ull << n->id;
         }
-        if (t->node_fails >= net->retries) {
+        if (n->fl[i].coll)
+            r->nmsgs = n->fl[i].nmsgs; /* what reached the ring: its end follows them */
+        if (n->fl[i].coll && n->fl[i].nmsgs) {
+            /* Run again, it would send its messages again: it fails. */
+            char msg[PP_ERRMSG_MAX];
+            snprintf(msg, sizeof(msg),
+                     "node %s was lost after the job sent %u messages (not run again)",
+                     n->name, n->fl[i].nmsgs);
+            fail_record(&n->k, r, tok, -ECHILD, msg);
+        } else if (t->node_fails >= net->retries) {
             char msg[PP_ERRMSG_MAX];
             int k = snprintf(msg, sizeof(msg), "the job was lost with %u nodes (", t->node_fails);
             for (unsigned j = 0; j < net->nseen && j < 64 && k < (int)sizeof(msg) - 2; j++)

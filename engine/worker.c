@@ -243,30 +243,11 @@ PP_EXPORT int pp_job_worker(pp_job *job)
 }
 
 /* Kinds of message-ring entries (collect.c reads them). */
-enum { MSG_DATA = 0, MSG_BLOCK = 1 };
-
-/* Puts one entry in our message ring, waiting while it is full: the
- * engine drains it into host memory, so that is brief.  The engine is
- * woken as for a finished job (Dekker with its sleep flag). */
+/* One entry in our message ring (consumer.c), counted for rec->nmsgs. */
 static void msg_put(struct pp_job *job, uint16_t kind, const void *p, uint32_t len)
 {
-    struct pp_cons *k = &job->w->k;
-    struct pp_bring *b = pp__msg_ring(k->sh, k->slot);
-    uint64_t one = 1;
-    while (!pp_bring_put(b, kind, 0, job->tok, p, len)) {
-        (void)!write(k->sh->engine_efd, &one, sizeof(one));
-        sched_yield();
-    }
+    pp__cons_msg_put(&job->w->k, kind, job->tok, p, len);
     job->nmsgs++;
-    /* Pairs with the engine's fence between setting engine_sleeping and
-     * looking at the rings (engine.c).  Only the sender that clears the
-     * flag writes the eventfd: a stream of messages to a sleeping engine
-     * costs one system call, not one each (the engine clears the flag
-     * itself when it wakes, and a stale eventfd count only makes its next
-     * poll return at once). */
-    pp_fence_seq_cst();
-    if (pp_load_relaxed(&k->sh->engine_sleeping) && atomic_exchange(&k->sh->engine_sleeping, 0))
-        (void)!write(k->sh->engine_efd, &one, sizeof(one));
 }
 
 PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len)
@@ -280,7 +261,7 @@ PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len)
     if (!job->rec || !(job->rec->flags & PP_RF_COLLECT) || job->map_slot)
         return -ENOTCONN;
     if (len <= PP_INLINE_MAX) {
-        msg_put(job, MSG_DATA, data, (uint32_t)len);
+        msg_put(job, PP_MSG_DATA, data, (uint32_t)len);
         return 0;
     }
     /* A page-heap block, as for a large result: the reader sees it in
@@ -292,8 +273,8 @@ PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len)
     if (!off)
         return -ENOMEM;
     memcpy(pp_seg_ptr(&k->seg, off), data, len);
-    struct { uint64_t off, len; } ref = { off, len };
-    msg_put(job, MSG_BLOCK, &ref, sizeof(ref));
+    struct pp_msg_block ref = { off, len };
+    msg_put(job, PP_MSG_BLOCK, &ref, sizeof(ref));
     pp__cons_block_release(k, off);
     return 0;
 }

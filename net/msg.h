@@ -34,6 +34,12 @@
  * the chunk's lowest failing item (0 if none). */
 #define PP_JOB_F_MAP 1u
 #define PP_JOB_MAP_HDR 24u
+/* COLLECT: a collector's job.  Each pp_job_send it makes comes back as one
+ * MESSAGE frame (reqid = the JOB's id; body: the message bytes; CHUNKED
+ * beyond max_body: total u64, the bytes in CHUNK frames), in the order
+ * sent and before its RESULT, which carries the flag NONE when the job set
+ * no result. */
+#define PP_JOB_F_COLLECT 2u
 /* RESULT: reqid = the JOB's id.  Body: status i32 | err_len u32 | run_ns u64
  * | err | result.  CHUNKED: total u64 (result bytes) | status | err_len |
  * run_ns | err; the result follows in CHUNK frames. */

@@ -61,7 +61,7 @@ static const struct type_rule rules[PP_WIRE_TYPE_MAX + 1] = {
     [PP_WIRE_HELLO]        = { 0, 0, UINT32_MAX },
     [PP_WIRE_HELLO_ACK]    = { 0, 0, UINT32_MAX },
     [PP_WIRE_JOB]          = { PP_WIRE_F_CHUNKED, 0, UINT32_MAX },
-    [PP_WIRE_RESULT]       = { PP_WIRE_F_CHUNKED, 0, UINT32_MAX },
+    [PP_WIRE_RESULT]       = { PP_WIRE_F_CHUNKED | PP_WIRE_F_NONE, 0, UINT32_MAX },
     [PP_WIRE_CHUNK]        = { 0, 1, UINT32_MAX },  /* an empty chunk is a stall */
     [PP_WIRE_CODE_REQUEST] = { 0, 0, UINT32_MAX },
     [PP_WIRE_CODE]         = { PP_WIRE_F_CHUNKED, 0, UINT32_MAX },
@@ -73,6 +73,7 @@ static const struct type_rule rules[PP_WIRE_TYPE_MAX + 1] = {
     [PP_WIRE_SESSION]      = { 0, 0, UINT32_MAX },
     [PP_WIRE_READY]        = { 0, 0, UINT32_MAX },
     [PP_WIRE_MODULE]       = { 0, 0, UINT32_MAX },
+    [PP_WIRE_MESSAGE]      = { PP_WIRE_F_CHUNKED, 0, UINT32_MAX },
 };
 
 /*

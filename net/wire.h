@@ -43,7 +43,7 @@
 extern "C" {
 #endif
 
-#define PP_WIRE_VERSION    1u
+#define PP_WIRE_VERSION    2u  /* 2: MESSAGE, RESULT without a result */
 #define PP_WIRE_HDR_SIZE   16u
 #define PP_WIRE_MAX_BODY   (1u << 20)  /* default max_body: 1 MiB */
 #define PP_WIRE_BODY_LIMIT (1u << 24)  /* largest max_body a decoder accepts */
@@ -66,11 +66,13 @@ enum pp_wire_type {
     PP_WIRE_SESSION = 13,     /* client -> node: who it is, its program */
     PP_WIRE_READY = 14,       /* node -> client: the session agent runs */
     PP_WIRE_MODULE = 15,      /* client -> node: a module's index and hash */
+    PP_WIRE_MESSAGE = 16,     /* node -> client: a collector job's pp_job_send */
 };
-#define PP_WIRE_TYPE_MAX 15
+#define PP_WIRE_TYPE_MAX 16
 
 #define PP_WIRE_F_CHUNKED 0x0001u  /* body opens with a u64 total; CHUNKs follow */
-#define PP_WIRE_F_KNOWN   0x0001u  /* every flag bit version 1 defines */
+#define PP_WIRE_F_NONE    0x0002u  /* RESULT: the job set no result (a collector's) */
+#define PP_WIRE_F_KNOWN   0x0003u  /* every flag bit this version defines */
 
 struct pp_wire_hdr {
     uint8_t type;             /* enum pp_wire_type */

@@ -605,8 +605,9 @@ TEST_F(Collect, TemplatesGroupsAndStats)
     pp_template_destroy(tpl);
 }
 
-// A server with nodes: collectors are local only in this version.
-TEST(CollectNodes, RefusedWithNodes)
+// A server with a node that is not there: its collectors' jobs run on
+// the local worker (remote collectors, against real nodes: test_remote).
+TEST(CollectNodes, LocalWorkersRunThemWhileNodesAreDown)
 {
     const char *nodes[] = { "127.0.0.1:9", nullptr };
     pp_config cfg;
@@ -617,7 +618,18 @@ TEST(CollectNodes, RefusedWithNodes)
     pp_server *s = nullptr;
     ASSERT_EQ(pp_server_new(&cfg, &s), 0);
     pp_collector *c = nullptr;
-    EXPECT_EQ(pp_collector_new(s, PP_ORDERED, 0, &c), -EOPNOTSUPP);
+    ASSERT_EQ(pp_collector_new(s, PP_ORDERED, 0, &c), 0);
+    StreamArg a{ 2, 500, 0, 0, 0, 0 };
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    read_values(c, 2000000, 500);
+    const void *d;
+    size_t n;
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+    EXPECT_EQ(pp_collector_status(c), 7);
+    ASSERT_EQ(n, 8u);
+    EXPECT_EQ(*(const uint64_t *)d, 2u);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+    pp_collector_destroy(c);
     pp_server_destroy(s);
 }
 

@@ -1683,6 +1683,288 @@ TEST_P(Remote, FirstNodeAddedWhileSubmitting)
     EXPECT_EQ(a.stop(), 0);
 }
 
+// ------------------------------------------------------------------
+// Collectors with nodes: a job's pp_job_send comes back as MESSAGE frames
+// ------------------------------------------------------------------
+
+// Argument of remote_stream.
+struct RStream {
+    uint64_t job;
+    uint64_t nvalues;   // 8-byte values job * 1000000 + k
+    uint32_t gap_us;    // sleep between values
+    uint32_t sleep_ms;  // before the first
+    int32_t end;        // 0: result = job; 1: none; 2: fail; 3: crash; 4: 2 MiB result
+    uint32_t pid_first; // send the session agent's pid first (as a 4-byte message)
+};
+
+static uint8_t pat(uint64_t seed, size_t i)
+{
+    return (uint8_t)((seed * 131 + i * 7 + (i >> 8)) & 0xff);
+}
+
+// The pid of the session agent running us: our zygote's parent.
+static int agent_of_worker()
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)getppid());
+    int ppid = 0;
+    FILE *f = fopen(path, "r");
+    if (f && fgets(buf, sizeof(buf), f)) {
+        const char *p = strrchr(buf, ')');
+        if (!p || sscanf(p + 2, "%*c %d", &ppid) != 1)
+            ppid = 0;
+    }
+    if (f)
+        fclose(f);
+    return ppid;
+}
+
+extern "C" int remote_stream(pp_job *job)
+{
+    size_t len;
+    RStream a;
+    memcpy(&a, pp_job_arg(job, &len), sizeof a);
+    if (a.sleep_ms)
+        usleep(a.sleep_ms * 1000u);
+    if (a.pid_first) {
+        int pid = agent_of_worker();
+        pp_job_send(job, &pid, sizeof pid);
+    }
+    for (uint64_t k = 0; k < a.nvalues; k++) {
+        uint64_t v = a.job * 1000000 + k;
+        int r = pp_job_send(job, &v, sizeof v);
+        if (r < 0)
+            return pp_job_fail(job, r, "pp_job_send: %s", strerror(-r));
+        if (a.gap_us)
+            usleep(a.gap_us);
+    }
+    switch (a.end) {
+    case 1:
+        return 0;
+    case 2:
+        return pp_job_fail(job, EIO, "job %llu failed after its values",
+                           (unsigned long long)a.job);
+    case 3:
+        raise(SIGSEGV);
+        return 0;
+    case 4: {
+        size_t n = 2u << 20;
+        uint8_t *out = (uint8_t *)pp_job_result(job, n);
+        for (size_t i = 0; i < n; i++)
+            out[i] = pat(a.job, i);
+        return 0;
+    }
+    default:
+        *(uint64_t *)pp_job_result(job, 8) = a.job;
+        return 5;
+    }
+}
+
+static const size_t msg_sizes[] = { 0, 9, 160, 161, 4096, 100000, 1u << 20, (1u << 20) + 1,
+                                    3u << 20 };
+
+// One message of each size (the inline path, page-heap blocks, chunked
+// frames), patterned by its index; no result.
+extern "C" int remote_sizes(pp_job *job)
+{
+    std::vector<uint8_t> b;
+    for (size_t k = 0; k < sizeof msg_sizes / sizeof msg_sizes[0]; k++) {
+        b.resize(msg_sizes[k]);
+        for (size_t i = 0; i < b.size(); i++)
+            b[i] = pat(k, i);
+        int r = pp_job_send(job, b.data(), b.size());
+        if (r < 0)
+            return pp_job_fail(job, r, "pp_job_send: %s", strerror(-r));
+    }
+    return 0;
+}
+
+struct Msg {
+    uint64_t job;
+    int status;
+    std::vector<uint8_t> data;
+    std::string err;
+};
+
+static int next_msg(pp_collector *c, Msg &m, int ms = 60000)
+{
+    const void *d;
+    size_t n;
+    int r = pp_collector_next(c, &d, &n, ms);
+    if (r != 0)
+        return r;
+    m.job = pp_collector_job(c);
+    m.status = pp_collector_status(c);
+    m.data.assign((const uint8_t *)d, (const uint8_t *)d + n);
+    m.err = pp_collector_error(c) ? pp_collector_error(c) : "";
+    return 0;
+}
+
+static uint64_t val(const Msg &m)
+{
+    uint64_t v = ~0ull;
+    if (m.data.size() == 8)
+        memcpy(&v, m.data.data(), 8);
+    return v;
+}
+
+// Everything on one node (ncpus = 0), in both orders: many values, every
+// message size, no result, a failure and a crash after values, a
+// chunked result; each job's messages in the order sent, then its end.
+TEST_P(Remote, CollectorJobsRunOnANode)
+{
+    Node a;
+    ASSERT_TRUE(a.start(secret, 2)) << a.logs();
+    pp_server *srv = client({ a.name() }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 1)) << node_errors(srv) << a.logs();
+    const size_t nsizes = sizeof msg_sizes / sizeof msg_sizes[0];
+    for (pp_order order : { PP_ORDERED, PP_ARRIVAL }) {
+        pp_collector *c = nullptr;
+        ASSERT_EQ(pp_collector_new(srv, order, 0, &c), 0);
+        RStream many{ 0, 20000, 0, 0, 0, 0 }, fail{ 2, 3, 0, 0, 2, 0 },
+            crash{ 3, 2, 0, 0, 3, 0 }, big{ 4, 0, 0, 0, 4, 0 }, none{ 5, 1, 0, 0, 1, 0 };
+        ASSERT_EQ(pp_collector_submit(c, remote_stream, &many, sizeof many), 0);
+        ASSERT_EQ(pp_collector_submit(c, remote_sizes, nullptr, 0), 0);
+        for (RStream *r : { &fail, &crash, &big, &none })
+            ASSERT_EQ(pp_collector_submit(c, remote_stream, r, sizeof *r), 0);
+        std::vector<std::vector<Msg>> by(6);
+        std::vector<uint64_t> jobs_seen;
+        Msg m;
+        int r;
+        while ((r = next_msg(c, m)) == 0) {
+            ASSERT_LT(m.job, 6u);
+            if (jobs_seen.empty() || jobs_seen.back() != m.job)
+                jobs_seen.push_back(m.job);
+            by[m.job].push_back(m);
+        }
+        ASSERT_EQ(r, PP_END) << node_errors(srv);
+        if (order == PP_ORDERED) {
+            EXPECT_EQ(jobs_seen, (std::vector<uint64_t>{ 0, 1, 2, 3, 4, 5 }));
+        }
+        // 0: its values in order, then its result and status.
+        ASSERT_EQ(by[0].size(), 20001u);
+        for (uint64_t k = 0; k < 20000; k++)
+            ASSERT_EQ(val(by[0][k]), k) << k;
+        EXPECT_EQ(by[0][20000].status, 5);
+        EXPECT_EQ(val(by[0][20000]), 0u);
+        // 1: each size whole, no result message.
+        ASSERT_EQ(by[1].size(), nsizes);
+        for (size_t k = 0; k < nsizes; k++) {
+            ASSERT_EQ(by[1][k].data.size(), msg_sizes[k]) << k;
+            for (size_t i = 0; i < msg_sizes[k]; i++)
+                ASSERT_EQ(by[1][k].data[i], pat(k, i)) << k << " " << i;
+            EXPECT_EQ(by[1][k].status, 0);
+        }
+        // 2: three values, then its failure, naming the node.
+        ASSERT_EQ(by[2].size(), 4u);
+        for (uint64_t k = 0; k < 3; k++)
+            EXPECT_EQ(val(by[2][k]), 2000000 + k);
+        EXPECT_EQ(by[2][3].status, -EIO);
+        EXPECT_NE(by[2][3].err.find("failed after its values"), std::string::npos) << by[2][3].err;
+        EXPECT_NE(by[2][3].err.find(a.name()), std::string::npos) << by[2][3].err;
+        // 3: two values, then the crash (the worker died on the node).
+        ASSERT_EQ(by[3].size(), 3u);
+        EXPECT_EQ(val(by[3][0]), 3000000u);
+        EXPECT_EQ(val(by[3][1]), 3000001u);
+        EXPECT_EQ(by[3][2].status, -ECHILD) << by[3][2].err;
+        // 4: a 2 MiB result (chunked), whole.
+        ASSERT_EQ(by[4].size(), 1u);
+        ASSERT_EQ(by[4][0].data.size(), 2u << 20);
+        for (size_t i = 0; i < by[4][0].data.size(); i++)
+            ASSERT_EQ(by[4][0].data[i], pat(4, i)) << i;
+        // 5: its value, and nothing for the result it did not set.
+        ASSERT_EQ(by[5].size(), 1u);
+        EXPECT_EQ(val(by[5][0]), 5000000u);
+        // The collector goes on after PP_END.
+        RStream again{ 6, 3, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, remote_stream, &again, sizeof again), 0);
+        for (uint64_t k = 0; k < 3; k++) {
+            ASSERT_EQ(next_msg(c, m), 0);
+            EXPECT_EQ(val(m), 6000000 + k);
+        }
+        ASSERT_EQ(next_msg(c, m), 0);
+        EXPECT_EQ(m.status, 5);
+        EXPECT_EQ(next_msg(c, m), PP_END);
+        pp_collector_destroy(c);
+    }
+    pp_node_info info[2];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 2), 1);
+    EXPECT_EQ(info[0].jobs_done, 14u);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+    EXPECT_TRUE(agents_in(a.cache).empty());
+}
+
+// The node running a streaming job dies after it sent some values: they
+// are delivered, then the job fails (-ECHILD, naming the node): run again,
+// it would send them twice.  Jobs queued there that had sent nothing run
+// on the other node, and each gives its values and result once.
+TEST_P(Remote, CollectorJobOnANodeThatDies)
+{
+    Node a, b;
+    ASSERT_TRUE(a.start(secret, 1)) << a.logs();
+    ASSERT_TRUE(b.start(secret, 1)) << b.logs();
+    pp_server *srv = client({ a.name(), b.name() }, 0);
+    ASSERT_NE(srv, nullptr);
+    ASSERT_TRUE(wait_up(srv, 2)) << node_errors(srv);
+    pp_collector *c = nullptr;
+    ASSERT_EQ(pp_collector_new(srv, PP_ARRIVAL, 0, &c), 0);
+    RStream slow{ 0, 100000, 1000, 0, 0, 1 };
+    ASSERT_EQ(pp_collector_submit(c, remote_stream, &slow, sizeof slow), 0);
+    const int NQ = 6;
+    std::vector<RStream> q;
+    for (int i = 1; i <= NQ; i++)
+        q.push_back(RStream{ (uint64_t)i, 3, 0, 100, 0, 0 });
+    for (auto &r : q)
+        ASSERT_EQ(pp_collector_submit(c, remote_stream, &r, sizeof r), 0);
+    std::vector<std::vector<Msg>> by(NQ + 1);
+    Msg m;
+    int r;
+    bool killed = false;
+    int victim = 0;
+    while ((r = next_msg(c, m)) == 0) {
+        ASSERT_LE(m.job, (uint64_t)NQ);
+        by[m.job].push_back(m);
+        if (m.job == 0 && by[0].size() == 1) {
+            ASSERT_EQ(m.data.size(), 4u);
+            memcpy(&victim, m.data.data(), 4);
+            ASSERT_GT(victim, 1);
+        }
+        if (m.job == 0 && by[0].size() == 51 && !killed) {
+            ASSERT_EQ(kill(victim, SIGKILL), 0);
+            killed = true;
+        }
+    }
+    ASSERT_EQ(r, PP_END) << node_errors(srv);
+    ASSERT_TRUE(killed);
+    // A prefix of its values (the 50 read before the kill at least), then
+    // its failure, once.
+    ASSERT_GE(by[0].size(), 52u);
+    const Msg &end = by[0].back();
+    EXPECT_EQ(end.status, -ECHILD) << end.err;
+    EXPECT_NE(end.err.find("was lost after the job sent"), std::string::npos) << end.err;
+    for (size_t k = 1; k + 1 < by[0].size(); k++)
+        ASSERT_EQ(val(by[0][k]), k - 1) << k;
+    for (int i = 1; i <= NQ; i++) {
+        ASSERT_EQ(by[i].size(), 4u) << i;
+        for (uint64_t k = 0; k < 3; k++)
+            EXPECT_EQ(val(by[i][k]), (uint64_t)i * 1000000 + k) << i;
+        EXPECT_EQ(by[i][3].status, 5) << i << " " << by[i][3].err;
+    }
+    // Each ran to its end once, wherever: the dead node's count keeps the
+    // ones it finished before (none, or those it took after its restart).
+    pp_node_info info[2];
+    ASSERT_EQ(pp_get_active_nodes(srv, info, 2), 2);
+    EXPECT_EQ(info[0].jobs_done + info[1].jobs_done, (uint64_t)NQ);
+    pp_collector_destroy(c);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0) << a.logs();
+    EXPECT_EQ(b.stop(), 0) << b.logs();
+    EXPECT_TRUE(agents_in(a.cache).empty());
+    EXPECT_TRUE(agents_in(b.cache).empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                              return std::string(i.param[0] ? "epoll" : "io_uring");

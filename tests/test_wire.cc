@@ -83,11 +83,12 @@ std::vector<uint8_t> body_for(pp_wire_type t, uint16_t flags, size_t len)
 const pp_wire_type all_types[] = {
     PP_WIRE_HELLO, PP_WIRE_HELLO_ACK, PP_WIRE_JOB, PP_WIRE_RESULT, PP_WIRE_CHUNK,
     PP_WIRE_CODE_REQUEST, PP_WIRE_CODE, PP_WIRE_HEARTBEAT, PP_WIRE_ERROR, PP_WIRE_BYE,
+    PP_WIRE_MESSAGE,
 };
 
 bool chunkable(pp_wire_type t)
 {
-    return t == PP_WIRE_JOB || t == PP_WIRE_RESULT || t == PP_WIRE_CODE;
+    return t == PP_WIRE_JOB || t == PP_WIRE_RESULT || t == PP_WIRE_CODE || t == PP_WIRE_MESSAGE;
 }
 
 }  // namespace
@@ -97,7 +98,7 @@ TEST(WireHeader, LittleEndianLayout)
     uint8_t h[PP_WIRE_HDR_SIZE];
     ASSERT_EQ(pp_wire_encode_header(h, PP_WIRE_JOB, PP_WIRE_F_CHUNKED, 0x11223344u,
                                     0x0102030405060708ull), 0);
-    const uint8_t want[PP_WIRE_HDR_SIZE] = {1, 3, 0x01, 0x00, 0x44, 0x33, 0x22, 0x11,
+    const uint8_t want[PP_WIRE_HDR_SIZE] = {PP_WIRE_VERSION, 3, 0x01, 0x00, 0x44, 0x33, 0x22, 0x11,
                                             8, 7, 6, 5, 4, 3, 2, 1};
     EXPECT_EQ(memcmp(h, want, sizeof(h)), 0);
     pp_wire_hdr d;
@@ -183,9 +184,10 @@ TEST(WireDecoder, OneByteAtATime)
         ASSERT_GE(r, 0);
         total += r;
     }
-    EXPECT_EQ(total, 10);
-    ASSERT_EQ(s.frames.size(), 10u);
-    for (size_t i = 0; i < 10; i++) {
+    const size_t n = sizeof(all_types) / sizeof(all_types[0]);
+    EXPECT_EQ((size_t)total, n);
+    ASSERT_EQ(s.frames.size(), n);
+    for (size_t i = 0; i < n; i++) {
         EXPECT_EQ(s.frames[i].hdr.type, all_types[i]);
         EXPECT_EQ(s.frames[i].body, bodies[i]);
     }
@@ -256,44 +258,51 @@ void expect_sticky(const std::vector<uint8_t> &bad, int err, const char *reason,
 
 TEST(WireErrors, BadVersion)
 {
-    expect_sticky(raw_hdr(2, PP_WIRE_JOB, 0, 0, 1), -EPROTO, "bad protocol version");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION + 1, PP_WIRE_JOB, 0, 0, 1), -EPROTO,
+                  "bad protocol version");
+    expect_sticky(raw_hdr(1, PP_WIRE_JOB, 0, 0, 1), -EPROTO, "bad protocol version"); // before MESSAGE
     expect_sticky(raw_hdr(0, PP_WIRE_JOB, 0, 0, 1), -EPROTO, "bad protocol version");
 }
 
 TEST(WireErrors, BadType)
 {
-    expect_sticky(raw_hdr(1, 0, 0, 0, 1), -EPROTO, "unknown frame type");
-    expect_sticky(raw_hdr(1, PP_WIRE_TYPE_MAX + 1, 0, 0, 1), -EPROTO, "unknown frame type");
-    expect_sticky(raw_hdr(1, 255, 0, 0, 1), -EPROTO, "unknown frame type");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, 0, 0, 0, 1), -EPROTO, "unknown frame type");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_TYPE_MAX + 1, 0, 0, 1), -EPROTO, "unknown frame type");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, 255, 0, 0, 1), -EPROTO, "unknown frame type");
 }
 
 TEST(WireErrors, UnknownFlag)
 {
-    for (int bit = 1; bit < 16; bit++)
-        expect_sticky(raw_hdr(1, PP_WIRE_JOB, (uint16_t)(1u << bit), 8, 1), -EPROTO,
-                      "unknown flag bits");
-    expect_sticky(raw_hdr(1, PP_WIRE_CHUNK, PP_WIRE_F_CHUNKED, 8, 1), -EPROTO,
+    for (int bit = 2; bit < 16; bit++)
+        expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_RESULT, (uint16_t)(1u << bit), 8, 1),
+                      -EPROTO, "unknown flag bits");
+    // NONE is a RESULT's alone.
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_JOB, PP_WIRE_F_NONE, 8, 1), -EPROTO,
+                  "flag not allowed for this frame type");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_MESSAGE, PP_WIRE_F_NONE, 8, 1), -EPROTO,
+                  "flag not allowed for this frame type");
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_CHUNK, PP_WIRE_F_CHUNKED, 8, 1), -EPROTO,
                   "flag not allowed for this frame type");
 }
 
 TEST(WireErrors, LengthOverMax)
 {
-    expect_sticky(raw_hdr(1, PP_WIRE_JOB, 0, PP_WIRE_MAX_BODY + 1, 1), -EMSGSIZE,
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_JOB, 0, PP_WIRE_MAX_BODY + 1, 1), -EMSGSIZE,
                   "body longer than the negotiated maximum");
-    expect_sticky(raw_hdr(1, PP_WIRE_JOB, 0, UINT32_MAX, 1), -EMSGSIZE,
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_JOB, 0, UINT32_MAX, 1), -EMSGSIZE,
                   "body longer than the negotiated maximum");
-    expect_sticky(raw_hdr(1, PP_WIRE_CODE, 0, 65, 1), -EMSGSIZE,
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_CODE, 0, 65, 1), -EMSGSIZE,
                   "body longer than the negotiated maximum", 64);
 }
 
 TEST(WireErrors, LengthWrongForType)
 {
     const char *why = "body length wrong for this frame type";
-    expect_sticky(raw_hdr(1, PP_WIRE_HEARTBEAT, 0, 1, 1), -EPROTO, why);
-    expect_sticky(raw_hdr(1, PP_WIRE_BYE, 0, 4, 1), -EPROTO, why);
-    expect_sticky(raw_hdr(1, PP_WIRE_CHUNK, 0, 0, 1), -EPROTO, why);
-    expect_sticky(raw_hdr(1, PP_WIRE_ERROR, 0, 3, 1), -EPROTO, why);
-    expect_sticky(raw_hdr(1, PP_WIRE_RESULT, PP_WIRE_F_CHUNKED, 7, 1), -EPROTO, why);
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_HEARTBEAT, 0, 1, 1), -EPROTO, why);
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_BYE, 0, 4, 1), -EPROTO, why);
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_CHUNK, 0, 0, 1), -EPROTO, why);
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_ERROR, 0, 3, 1), -EPROTO, why);
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_RESULT, PP_WIRE_F_CHUNKED, 7, 1), -EPROTO, why);
 }
 
 TEST(WireErrors, LengthExactlyMaxIsAccepted)
@@ -314,7 +323,7 @@ TEST(WireErrors, LengthExactlyMaxIsAccepted)
 TEST(WireErrors, ErrorMidSliceStopsDelivery)
 {
     auto good = frame(PP_WIRE_JOB, 0, 1, body_for(PP_WIRE_JOB, 0, 10));
-    auto bad = raw_hdr(1, 99, 0, 0, 2);
+    auto bad = raw_hdr(PP_WIRE_VERSION, 99, 0, 0, 2);
     std::vector<uint8_t> stream(good);
     stream.insert(stream.end(), bad.begin(), bad.end());
     stream.insert(stream.end(), good.begin(), good.end());
