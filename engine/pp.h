@@ -435,16 +435,21 @@ PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len);
  *
  * Threads.  Each call takes the collector's lock; submit may run in one
  * thread while another reads.  Destroy a collector before its server.
- * This version runs collectors' jobs on local workers only:
- * pp_collector_new refuses a server with remote nodes (-EOPNOTSUPP).
+ * Nodes.  A collector's jobs run on remote nodes too (local workers
+ * first, as any job); their messages come back over the connection in
+ * the order sent.  A node lost while one of them runs: a job that had
+ * sent nothing runs elsewhere, one that had sent messages fails
+ * (-ECHILD, naming the node) after them, since running it again would
+ * repeat them.
  * Messages wait in host memory until read (no bound: a reader that falls
- * behind a fast sender makes the host's memory grow).
+ * behind a fast sender makes the host's memory grow; on a node, the
+ * messages also wait in the agent until the connection takes them).
  */
 typedef struct pp_collector pp_collector;
 enum pp_order { PP_ORDERED, PP_ARRIVAL };
 #define PP_END 1 /* pp_collector_next: every job submitted so far is done and read */
 
-/* 0 and *ret, or -EINVAL, -ENOMEM, -EOPNOTSUPP (the server has nodes). */
+/* 0 and *ret, or -EINVAL, -ENOMEM. */
 PP_EXPORT int pp_collector_new(pp_server *srv, enum pp_order order, unsigned limit,
                                pp_collector **ret);
 
