@@ -1965,6 +1965,111 @@ TEST_P(Remote, CollectorJobOnANodeThatDies)
     EXPECT_TRUE(agents_in(b.cache).empty());
 }
 
+// Session agents killed at random instants while collector jobs stream:
+// each job gives a prefix of its values, in order and once, then one end:
+// its result with every value, or -ECHILD saying how many it had sent,
+// which is exactly how many arrived.  A job killed before any of its
+// values reached the client runs again (no retry cap here).
+TEST_P(Remote, RandomSessionKillsWhileStreaming)
+{
+    Node a, b, c;
+    ASSERT_TRUE(a.start(secret, 1));
+    ASSERT_TRUE(b.start(secret, 1));
+    ASSERT_TRUE(c.start(secret, 1));
+    hosts = { a.name(), b.name(), c.name() };
+    ptrs.clear();
+    for (auto &h : hosts)
+        ptrs.push_back(h.c_str());
+    ptrs.push_back(nullptr);
+    pp_config cfg;
+    pp_config_init(&cfg);
+    cfg.ncpus = 0;
+    cfg.ppservers = ptrs.data();
+    cfg.secret = secret.c_str();
+    cfg.node_retries = 1000;
+    pp_server *srv = nullptr;
+    ASSERT_EQ(pp_server_new(&cfg, &srv), 0);
+    ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
+    pp_collector *col = nullptr;
+    ASSERT_EQ(pp_collector_new(srv, PP_ARRIVAL, 0, &col), 0);
+
+    const int N = 300;
+    std::vector<RStream> args;
+    for (int i = 0; i < N; i++)
+        args.push_back(RStream{ (uint64_t)i, 10 + (uint64_t)(i % 40), 300,
+                                (uint32_t)(i % 3 == 0 ? 5 : 0), 0, 0 });
+    std::atomic<int> kills{ 0 };
+    std::atomic<bool> done{ false };
+    const int max_kills = 15;
+    std::thread killer([&] {
+        std::mt19937 kr(4242);
+        Node *nodes[] = { &a, &b, &c };
+        while (!done && kills.load() < max_kills) {
+            std::this_thread::sleep_for(std::chrono::microseconds(5000 + kr() % 60000));
+            Node *nd = nodes[kr() % 3];
+            std::vector<pid_t> ag;
+            for (pid_t p : agents_in(nd->cache))
+                if (parent_of(p) == nd->pid)
+                    ag.push_back(p);
+            if (!ag.empty() && kill(ag[kr() % ag.size()], SIGKILL) == 0)
+                kills++;
+        }
+    });
+    for (auto &r : args)
+        ASSERT_EQ(pp_collector_submit(col, remote_stream, &r, sizeof r), 0);
+    std::vector<uint64_t> values(N, 0);
+    std::vector<int> ends(N, 0), status(N, 0);
+    std::vector<std::string> errs(N);
+    Msg m;
+    int r;
+    while ((r = next_msg(col, m, 240000)) == 0) {
+        ASSERT_LT(m.job, (uint64_t)N);
+        size_t j = (size_t)m.job;
+        ASSERT_EQ(ends[j], 0) << "a message after the end of job " << j;
+        bool last = m.status != 0 || m.data.size() != 8 || val(m) != j * 1000000 + values[j];
+        if (!last) {
+            values[j]++;
+            continue;
+        }
+        ends[j]++;
+        status[j] = m.status;
+        errs[j] = m.err;
+        if (m.status == 5) {
+            ASSERT_EQ(val(m), (uint64_t)j) << j;
+        }
+    }
+    done = true;
+    killer.join();
+    ASSERT_EQ(r, PP_END) << node_errors(srv);
+    EXPECT_GE(kills.load(), 3) << "the run ended before the killer got going";
+    int failed = 0;
+    for (int j = 0; j < N; j++) {
+        ASSERT_EQ(ends[j], 1) << j;
+        if (status[j] == 5) {
+            EXPECT_EQ(values[j], args[j].nvalues) << j;
+            continue;
+        }
+        failed++;
+        ASSERT_EQ(status[j], -ECHILD) << j << ": " << errs[j];
+        unsigned sent = 0;
+        auto p = errs[j].find("after the job sent ");
+        ASSERT_NE(p, std::string::npos) << errs[j];
+        sscanf(errs[j].c_str() + p + strlen("after the job sent "), "%u", &sent);
+        EXPECT_GE(sent, 1u) << errs[j];
+        EXPECT_EQ(values[j], (uint64_t)sent) << j << ": " << errs[j];
+    }
+    RecordProperty("kills", kills.load());
+    RecordProperty("failed", failed);
+    pp_collector_destroy(col);
+    pp_server_destroy(srv);
+    EXPECT_EQ(a.stop(), 0);
+    EXPECT_EQ(b.stop(), 0);
+    EXPECT_EQ(c.stop(), 0);
+    EXPECT_TRUE(agents_in(a.cache).empty());
+    EXPECT_TRUE(agents_in(b.cache).empty());
+    EXPECT_TRUE(agents_in(c.cache).empty());
+}
+
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                              return std::string(i.param[0] ? "epoll" : "io_uring");
