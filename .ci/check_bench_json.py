@@ -21,7 +21,7 @@ WORKLOADS = ["overhead", "map", "latency", "payload", "cache", "scaling",
              "imbalance", "c2c", "stream", "collect"]
 # pp rows measured, or skipped (with a reason) when no node is there
 REMOTE_WORKLOADS = ["remote-overhead", "remote-latency", "remote-payload",
-                    "remote-cache"]
+                    "remote-stream", "remote-cache"]
 # collect: pp's rows, each with baseline_ratio (ns/job over submit+wait's)
 COLLECT_VARIANTS = ["submit+wait", "ordered", "arrival"]
 FIGURES = ["work_us", "ns_per_job", "jobs_per_s", "p50_ns", "p99_ns", "p999_ns",

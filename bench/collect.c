@@ -149,8 +149,9 @@ static int stream_read(pp_collector *c, uint64_t n)
     return 0;
 }
 
-/* One stream of n values, from the submit to PP_END; ns, or < 0. */
-static double stream_round(pp_collector *c, uint64_t n)
+/* One stream of n values, from the submit to PP_END; ns, or < 0 (also
+ * remote-stream's, on a node). */
+double bench_stream_round(pp_collector *c, uint64_t n)
 {
     double t0 = bench_now_ns();
     int r = pp_collector_submit(c, job_stream, &n, sizeof(n));
@@ -179,9 +180,9 @@ static double stream_server(const struct bench_opts *o, uint64_t n, bool busy, i
         pp_server_destroy(s);
         return -1;
     }
-    double best = stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
+    double best = bench_stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
     for (int k = 0; k < STREAM_ROUNDS && best >= 0; k++) {
-        double el = stream_round(c, n);
+        double el = bench_stream_round(c, n);
         best = el < 0 ? -1 : (el < best ? el : best);
     }
     *workers = pp_get_ncpus(s);

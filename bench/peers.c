@@ -101,6 +101,11 @@ static const struct peer_def_as peer_defs_as[] = {
     { { "peer_stream", false, false, "stream", { "pipe-buffered" } }, NULL, 0 },
     { { "peer_stream_zmq", false, false, "stream", { "push-pull" } }, NULL, 0 },
     { { "peer_mp.py", true, false, "stream", { "queue", "pipe" } }, NULL, 200000 },
+    /* remote-stream: the same values from a child over loopback TCP, the
+     * floor of pp's node-to-client messages */
+    { { "peer_stream", false, false, "remote-stream", { "tcp-write-per-value" } }, "stream",
+      1000000 },
+    { { "peer_stream", false, false, "remote-stream", { "tcp-buffered" } }, "stream", 0 },
     /* collect: J trivial jobs collected in arrival or submission order.
      * These peers' overhead runs are exactly that (the same jobs, each
      * result checked), measured again at collect's size and workers. */

@@ -4,7 +4,7 @@
  *
  *   ppbench overhead|map|latency|payload|cache|scaling|imbalance|c2c|
  *           stream|collect|remote-overhead|remote-latency|remote-payload|
- *           remote-cache|all [more workloads: they run in all's order]
+ *           remote-stream|remote-cache|all [more workloads: they run in all's order]
  *           [--workers N] [--jobs N] [--busy-poll] [--json] [--quick]
  *           [--no-peers] [--plot DIR]
  *   ppbench remote-overhead --nodes HOST:PORT[,...] --secret-file FILE [...]
@@ -588,7 +588,8 @@ static void usage(FILE *f)
             "usage: ppbench WORKLOAD [WORKLOAD...] [options]\n"
             "  WORKLOAD: overhead map latency payload cache scaling imbalance c2c\n"
             "            stream collect (collectors, pprocess styles)\n"
-            "            remote-overhead remote-latency remote-payload remote-cache all\n"
+            "            remote-overhead remote-latency remote-payload remote-stream\n"
+            "            remote-cache all\n"
             "            (remote-*: pp with one ppserver node on 127.0.0.1, found at\n"
             "            $PP_PPSERVER or <ppbench's directory>/../net/ppserver)\n"
             "  --workers N   workers (default: per workload, see README); overhead's\n"

@@ -6,6 +6,10 @@
  *   remote-overhead  trivial jobs, pipelined: throughput (ns/job)
  *   remote-latency   one job in flight: round-trip p50/p99/p99.9
  *   remote-payload   echo of 1 KiB .. 64 MiB: GB/s each way (B*J/time)
+ *   remote-stream    one job on the node sends N 8-byte values to a
+ *                    collector on the client (pp_job_send, MESSAGE
+ *                    frames): ns/value, against a child writing the same
+ *                    values into loopback TCP (peer_stream tcp-*)
  *   remote-cache     pp only: first call of a never-seen function on a
  *                    live session against a repeat, and a new session's
  *                    time from pp_server_new to its first result with a
@@ -1471,10 +1475,61 @@ static int run_remote_payload(const struct bench_opts *o)
     return r;
 }
 
+/* ================================================================ */
+/* remote-stream                                                    */
+/* ================================================================ */
+
+#define RSTREAM_ROUNDS 3
+
+/* One job streaming n values from the node to a PP_ARRIVAL collector: a
+ * warm-up of n/10, then the best of RSTREAM_ROUNDS. */
+static int pp_remote_stream(const struct bench_opts *o, uint64_t n)
+{
+    int w = node_workers(o), r = 0;
+    char why[WHY_MAX];
+    struct remote rm;
+    pp_collector *c = NULL;
+
+    if (remote_open(o, &rm, w, why) < 0) {
+        emit_skipped(o, "remote-stream", "default", w, n, 0, why);
+        return 0;
+    }
+    if ((r = pp_collector_new(rm.srv, PP_ARRIVAL, 0, &c)) < 0) {
+        fprintf(stderr, "ppbench: remote-stream: pp_collector_new: %s\n", strerror(-r));
+        remote_close(&rm);
+        return r;
+    }
+    double best = bench_stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
+    for (int k = 0; k < RSTREAM_ROUNDS && best >= 0; k++) {
+        double el = bench_stream_round(c, n);
+        best = el < 0 ? -1 : (el < best ? el : best);
+    }
+    pp_collector_destroy(c);
+    remote_close(&rm);
+    if (best < 0)
+        return -EIO;
+    struct bench_result res;
+    row_init(&res, "remote-stream", "default", w, n);
+    row_rate(&res, n, best);
+    bench_progress("remote-stream pp: %.1f ns/value, %.3g values/s", res.ns_per_job,
+                   res.jobs_per_s);
+    bench_emit(o, &res);
+    return 0;
+}
+
+static int run_remote_stream(const struct bench_opts *o)
+{
+    uint64_t n = o->jobs ? o->jobs : (o->quick ? 100000 : 2000000);
+    int r = pp_remote_stream(o, n);
+    peers_run(o, "remote-stream", 1, n, 0, false, 0);
+    return r;
+}
+
 const struct bench_workload bench_remote_workloads[] = {
     { "remote-overhead", run_remote_overhead },
     { "remote-latency", run_remote_latency },
     { "remote-payload", run_remote_payload },
+    { "remote-stream", run_remote_stream },
     { "remote-cache", pp_remote_cache },
 };
 const size_t bench_remote_nworkloads =

@@ -8,8 +8,10 @@
  * so (PP_WIRE_F_NONE).
  *
  * Records in the buffer: struct orec, then len bytes (to 8).  The reader
- * appends under `lock` and wakes the loop when the buffer was empty; the
- * loop swaps it for its own (empty) one and reads that without the lock.
+ * gathers what is there at once in a buffer of its own, then hands the
+ * batch over under `lock` (a swap when the loop took the last one) and
+ * wakes the loop when the shared buffer was empty; the loop swaps that for
+ * its own (empty) one and reads it without the lock.
  * Messages wait here and in the connection's send buffer until the
  * client's socket takes them: a client that does not read makes the node
  * hold them (no bound, as a collector's own queue).
@@ -70,7 +72,7 @@ static size_t pad8(uint64_t n)
     return (size_t)((n + 7u) & ~(uint64_t)7u);
 }
 
-/* Under the lock: appends one record; false when out of memory. */
+/* Appends one record; false when out of memory. */
 static bool put(struct obuf *b, const struct orec *r, const void *data)
 {
     size_t need = sizeof(*r) + pad8(r->len);
@@ -91,46 +93,108 @@ static bool put(struct obuf *b, const struct orec *r, const void *data)
     return true;
 }
 
+/* Moves what the reader gathered into the loop's buffer (one lock and at
+ * most one wake-up per batch).  False: the reader stops (stop, or out of
+ * memory: the loop is told). */
+static bool flush(struct pp_acoll *ac, struct obuf *mine)
+{
+    if (!mine->len)
+        return true;
+    pthread_mutex_lock(&ac->lock);
+    bool was_empty = ac->fill.len == 0, ok = true;
+    if (was_empty) { /* the common case: swap, no copy */
+        struct obuf t = ac->fill;
+        ac->fill = *mine;
+        *mine = t;
+    } else if (ac->fill.cap - ac->fill.len < mine->len) {
+        size_t cap = ac->fill.cap;
+        while (cap - ac->fill.len < mine->len)
+            cap *= 2;
+        unsigned char *p = realloc(ac->fill.p, cap);
+        if (p) {
+            ac->fill.p = p;
+            ac->fill.cap = cap;
+        } else {
+            ac->read_err = -ENOMEM; /* nothing more can leave: the session is no use */
+            ok = false;
+        }
+    }
+    if (ok && !was_empty) {
+        memcpy(ac->fill.p + ac->fill.len, mine->p, mine->len);
+        ac->fill.len += mine->len;
+    }
+    mine->len = 0;
+    pthread_mutex_unlock(&ac->lock);
+    if (was_empty || !ok)
+        pp_loop_wake(ac->loop);
+    return ok;
+}
+
+/* Batches: messages go into the reader's own buffer while more are
+ * there at once (a look with timeout 0), up to FLUSH_BYTES; the batch
+ * goes to the loop before the reader waits. */
+#define FLUSH_BYTES (256u << 10)
+
 static void *reader(void *arg)
 {
     struct pp_acoll *ac = arg;
+    struct obuf mine = { NULL, 0, 0 };
     uint64_t idle_at = UINT64_MAX; /* PP_END came when this many were submitted */
+    unsigned ticks = 1023;
+    uint64_t subs = 0;
     for (;;) {
-        pthread_mutex_lock(&ac->lock);
-        while (!ac->stop && ac->submitted == idle_at)
-            pthread_cond_wait(&ac->more, &ac->lock);
-        bool stop = ac->stop;
-        uint64_t subs = ac->submitted;
-        pthread_mutex_unlock(&ac->lock);
-        if (stop)
-            return NULL;
+        /* The lock only after PP_END (to wait for a submit) and now and
+         * then (stop): not per message. */
+        if (idle_at != UINT64_MAX || ++ticks % 1024 == 0) {
+            pthread_mutex_lock(&ac->lock);
+            while (!ac->stop && ac->submitted == idle_at)
+                pthread_cond_wait(&ac->more, &ac->lock);
+            bool stop = ac->stop;
+            subs = ac->submitted;
+            pthread_mutex_unlock(&ac->lock);
+            idle_at = UINT64_MAX;
+            if (stop)
+                break;
+        }
         const void *d;
         size_t len;
-        int r = pp_collector_next(ac->c, &d, &len, READ_TICK_MS);
-        if (r == PP_END) { /* every one of the subs jobs was read */
-            idle_at = subs;
+        int r = pp_collector_next(ac->c, &d, &len, 0);
+        if (r == -ETIMEDOUT || r == PP_END) {
+            if (!flush(ac, &mine))
+                break;
+            if (r == -ETIMEDOUT)
+                r = pp_collector_next(ac->c, &d, &len, READ_TICK_MS);
+        }
+        if (r == PP_END) {
+            /* Every job submitted when that call began was read: at least
+             * the subs seen before it, perhaps more; a look at the count
+             * under the lock tells, before any wait. */
+            pthread_mutex_lock(&ac->lock);
+            idle_at = ac->submitted == subs ? subs : UINT64_MAX;
+            subs = ac->submitted;
+            pthread_mutex_unlock(&ac->lock);
             continue;
         }
-        if (r == -ETIMEDOUT)
+        if (r == -ETIMEDOUT) {
+            ticks = 1023; /* nothing for a while: look at stop */
             continue;
+        }
         struct orec o = { .index = pp_collector_job(ac->c), .len = len };
-        if (r == 0) {
-            o.what = (uint32_t)pp__coll_current(ac->c);
-            o.status = o.what ? pp_collector_status(ac->c) : 0;
-        }
-        pthread_mutex_lock(&ac->lock);
-        bool was_empty = ac->fill.len == 0;
-        if (r < 0 || !put(&ac->fill, &o, d)) {
-            /* Nothing more can leave: the session is no use any more. */
+        o.what = r == 0 ? (uint32_t)pp__coll_current(ac->c) : 0;
+        o.status = o.what ? pp_collector_status(ac->c) : 0;
+        if (r < 0 || !put(&mine, &o, d)) {
+            flush(ac, &mine);
+            pthread_mutex_lock(&ac->lock);
             ac->read_err = r < 0 ? r : -ENOMEM;
             pthread_mutex_unlock(&ac->lock);
             pp_loop_wake(ac->loop);
-            return NULL;
+            break;
         }
-        pthread_mutex_unlock(&ac->lock);
-        if (was_empty)
-            pp_loop_wake(ac->loop);
+        if (mine.len >= FLUSH_BYTES && !flush(ac, &mine))
+            break;
     }
+    free(mine.p);
+    return NULL;
 }
 
 int pp__acoll_new(pp_server *srv, struct pp_loop *loop, struct pp_acoll **ret)

@@ -1017,7 +1017,9 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
         return -EINVAL;
     if (c->s && pp__in_engine(c->s))
         return -EDEADLK; /* from a callback: the engine would wait for itself */
-    struct timespec ts, *dl = pp_deadline(&ts, timeout_ms);
+    /* The deadline is taken when a wait starts, not per call: a reader
+     * that finds a message ready pays no clock read. */
+    struct timespec ts, *dl = NULL;
     bool spun = false;
     drop_current(c);
     for (;;) {
@@ -1043,6 +1045,7 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
                 r = -ETIMEDOUT;
             } else if (!spun) {
                 spun = true;
+                dl = pp_deadline(&ts, timeout_ms);
                 pthread_mutex_unlock(&c->lock);
                 spin_for(c, dl);
                 pthread_mutex_lock(&c->lock);

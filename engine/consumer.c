@@ -237,10 +237,10 @@ void pp__cons_flush(struct pp_cons *k)
     }
 }
 
-/* The engine is woken as for a finished job (Dekker with its sleep
- * flag); a full ring makes us wait for it, which is brief: it drains
+/* A full ring makes us wait for the engine, which is brief: it drains
  * into host memory. */
-void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p, uint32_t len)
+void pp__cons_msg_queue(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p,
+                        uint32_t len)
 {
     struct pp_bring *b = pp__msg_ring(k->sh, k->slot);
     uint64_t one = 1;
@@ -248,6 +248,12 @@ void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok, const void
         (void)!write(k->sh->engine_efd, &one, sizeof(one));
         sched_yield();
     }
+}
+
+/* The engine is woken as for a finished job (Dekker with its sleep flag). */
+void pp__cons_msg_wake(struct pp_cons *k)
+{
+    uint64_t one = 1;
     /* Pairs with the engine's fence between setting engine_sleeping and
      * looking at the rings (engine.c).  Only the sender that clears the
      * flag writes the eventfd: a stream of messages to a sleeping engine

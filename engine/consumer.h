@@ -101,8 +101,17 @@ enum { PP_MSG_DATA = 0, PP_MSG_BLOCK = 1 };
 struct pp_msg_block {
     uint64_t off, len;
 };
-PP_HIDDEN void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p,
-                                uint32_t len);
+PP_HIDDEN void pp__cons_msg_queue(struct pp_cons *k, uint16_t kind, uint64_t tok,
+                                  const void *p, uint32_t len);
+/* Wakes the engine for the messages queued before it (one fence: a
+ * sender of many may queue them all, then wake once). */
+PP_HIDDEN void pp__cons_msg_wake(struct pp_cons *k);
+static inline void pp__cons_msg_put(struct pp_cons *k, uint16_t kind, uint64_t tok,
+                                    const void *p, uint32_t len)
+{
+    pp__cons_msg_queue(k, kind, tok, p, len);
+    pp__cons_msg_wake(k);
+}
 /* Before a planned exit: cached blocks go back to the page heap. */
 PP_HIDDEN void pp__cons_flush(struct pp_cons *k);
 

@@ -143,6 +143,8 @@ struct node {
     bool found;                   /* added because discovery named it */
     bool gone;                    /* PP_NODE_GONE: not retried until heard again */
     uint64_t heard_ms, down_ms;   /* loop clock: last answer or beacon; last down */
+    /* messages queued for the engine since on_data last woke it */
+    bool msgs_queued;
     /* a chunked RESULT (or, rx_msg, MESSAGE) being received */
     bool rx_active, rx_msg;
     uint32_t rx_fl;
@@ -704,10 +706,11 @@ static int on_result(struct node *n, const struct pp_wire_frame *f)
 static void msg_block(struct node *n, uint32_t fi, uint64_t blk, uint64_t len)
 {
     struct pp_msg_block ref = { blk, blk ? len : 0 };
-    pp__cons_msg_put(&n->k, PP_MSG_BLOCK, n->fl[fi].tok, &ref, sizeof(ref));
+    pp__cons_msg_queue(&n->k, PP_MSG_BLOCK, n->fl[fi].tok, &ref, sizeof(ref));
     if (blk)
         pp__cons_block_release(&n->k, blk); /* the message names it now */
     n->fl[fi].nmsgs++;
+    n->msgs_queued = true;
 }
 
 static int on_message(struct node *n, const struct pp_wire_frame *f)
@@ -717,8 +720,9 @@ static int on_message(struct node *n, const struct pp_wire_frame *f)
     if (fi >= n->fl_cap || !n->fl[fi].tok || !n->fl[fi].coll || n->rx_active)
         return -EPROTO;
     if (!chunked && f->hdr.len <= PP_INLINE_MAX) {
-        pp__cons_msg_put(&n->k, PP_MSG_DATA, n->fl[fi].tok, f->body, f->hdr.len);
+        pp__cons_msg_queue(&n->k, PP_MSG_DATA, n->fl[fi].tok, f->body, f->hdr.len);
         n->fl[fi].nmsgs++;
+        n->msgs_queued = true;
         return 0;
     }
     struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
@@ -913,6 +917,10 @@ static int on_data(void *ctx, const uint8_t *data, size_t len)
     struct node *n = ctx;
     n->last_rx = pp_loop_now_ms(n->net->loop);
     int r = pp_chan_data(&n->ch, data, len);
+    if (n->msgs_queued) { /* one wake-up for the frames of this read */
+        n->msgs_queued = false;
+        pp__cons_msg_wake(&n->k);
+    }
     if (r < 0 && n->conn) {
         const char *why = pp_chan_error(&n->ch);
         char msg[PP_ERRMSG_MAX];

@@ -13,6 +13,10 @@
  *   pipe-buffered         the child fills a 64 KiB buffer and writes it
  *                         whole: the floor of the transport, but a value
  *                         reaches the reader only when its buffer is full
+ *   tcp-write-per-value,  the same two over a loopback TCP connection
+ *   tcp-buffered          (TCP_NODELAY; the parent listens on 127.0.0.1,
+ *                         port 0, the child connects): the floor of
+ *                         remote-stream, a node's values to its client
  *
  * The time runs from the fork to EOF (the child is done and every value
  * read): a job of pprocess starts with its fork, too.  The child dies
@@ -28,7 +32,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -131,32 +139,84 @@ static int read_values(int fd, uint64_t n, uint64_t *got)
     }
 }
 
-static int run_stream(const struct peer_args *a, struct peer_result *r, bool buffered)
+/* A listening socket on 127.0.0.1 (port picked by the kernel); its
+ * address in *sa.  Returns the fd or -errno. */
+static int tcp_listen(struct sockaddr_in *sa)
 {
-    int p[2], status, rc;
+    socklen_t sl = sizeof(*sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)sa, sizeof(*sa)) < 0 || listen(fd, 1) < 0 ||
+        getsockname(fd, (struct sockaddr *)sa, &sl) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+/* The child's end over TCP: connects to sa, never returns. */
+static void tcp_child(pid_t parent, const struct sockaddr_in *sa, uint64_t n, bool buffered)
+{
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
+        _exit(1);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    child_main(parent, fd, n, buffered);
+}
+
+static int run_stream(const struct peer_args *a, struct peer_result *r, bool buffered, bool tcp)
+{
+    int p[2], status, rc, lfd = -1;
+    struct sockaddr_in sa;
     uint64_t got = 0;
 
     if (a->workers != 1)
         fprintf(stderr, "peer_stream: one child streams; --workers %d ignored\n", a->workers);
-    if (pipe2(p, O_CLOEXEC))
+    if (tcp) {
+        if ((lfd = tcp_listen(&sa)) < 0)
+            return peer_fail("listen on 127.0.0.1", lfd);
+    } else if (pipe2(p, O_CLOEXEC)) {
         return peer_fail("pipe", -errno);
+    }
     pid_t parent = getpid();
     uint64_t t0 = peer_now_ns();
     pid_t pid = fork();
     if (pid < 0) {
         rc = -errno;
-        close(p[0]);
-        close(p[1]);
+        if (tcp) {
+            close(lfd);
+        } else {
+            close(p[0]);
+            close(p[1]);
+        }
         return peer_fail("fork", rc);
     }
     if (pid == 0) {
+        if (tcp)
+            tcp_child(parent, &sa, a->jobs, buffered);
         close(p[0]);
         child_main(parent, p[1], a->jobs, buffered);
     }
-    close(p[1]); /* EOF comes when the child is done */
-    rc = read_values(p[0], a->jobs, &got);
+    int fd;
+    if (tcp) {
+        fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+        rc = fd < 0 ? -errno : 0;
+        close(lfd);
+    } else {
+        close(p[1]); /* EOF comes when the child is done */
+        fd = p[0];
+        rc = 0;
+    }
+    if (rc == 0)
+        rc = read_values(fd, a->jobs, &got);
     uint64_t el = peer_now_ns() - t0;
-    close(p[0]);
+    if (fd >= 0)
+        close(fd);
     if (rc)
         kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
@@ -178,17 +238,29 @@ static int run_stream(const struct peer_args *a, struct peer_result *r, bool buf
 
 static int run_per_value(const struct peer_args *a, struct peer_result *r)
 {
-    return run_stream(a, r, false);
+    return run_stream(a, r, false, false);
 }
 
 static int run_buffered(const struct peer_args *a, struct peer_result *r)
 {
-    return run_stream(a, r, true);
+    return run_stream(a, r, true, false);
+}
+
+static int run_tcp_per_value(const struct peer_args *a, struct peer_result *r)
+{
+    return run_stream(a, r, false, true);
+}
+
+static int run_tcp_buffered(const struct peer_args *a, struct peer_result *r)
+{
+    return run_stream(a, r, true, true);
 }
 
 static const struct peer_variant variants[] = {
     { PEER_STREAM, "pipe-write-per-value", run_per_value },
     { PEER_STREAM, "pipe-buffered", run_buffered },
+    { PEER_STREAM, "tcp-write-per-value", run_tcp_per_value },
+    { PEER_STREAM, "tcp-buffered", run_tcp_buffered },
 };
 
 int main(int argc, char **argv)
@@ -204,8 +276,10 @@ int main(int argc, char **argv)
         peer_variant_find(variants, sizeof(variants) / sizeof(variants[0]), &a);
     if (!v)
         return PEER_EXIT_UNSUPPORTED;
-    peer_result_init(&r, &a, "pipe", v->name);
-    snprintf(version, sizeof(version), "glibc %s pipe(2)", gnu_get_libc_version());
+    bool tcp = strncmp(v->name, "tcp-", 4) == 0;
+    peer_result_init(&r, &a, tcp ? "tcp" : "pipe", v->name);
+    snprintf(version, sizeof(version), "glibc %s %s", gnu_get_libc_version(),
+             tcp ? "loopback TCP" : "pipe(2)");
     r.version = version;
     rc = v->run(&a, &r);
     if (rc)
