@@ -132,14 +132,16 @@ static bool q_put(struct queue *q, const struct item *it, const void *data)
  * with when that run is the same job's and the chunk has room, else as a
  * new run.  A stream of 8-byte values thus costs 16 bytes a value in the
  * queue, not an item each, and the reader copies no item per value. */
-static bool q_put_run(struct queue *q, const struct item *it, const void *data)
+static bool q_put_run(struct queue *q, const struct item *it, const void *data, size_t *added)
 {
     size_t rec = run_rec_size(it->len);
     struct chunk *c = q->tail;
     struct item *run = c && c->run ? (struct item *)(void *)(c->buf + c->run - 1) : NULL;
+    *added = rec;
     if (!run || run->cj != it->cj || c->cap - c->used < rec) {
         if (!(c = q_room(q, sizeof(struct item) + rec)))
             return false;
+        *added += sizeof(struct item);
         run = (struct item *)(void *)(c->buf + c->used);
         *run = *it;
         run->kind = IT_RUN;
@@ -235,6 +237,66 @@ static struct queue *job_queue(struct pp_collector *c, struct cjob *j)
 static void ring(struct pp_collector *c)
 {
     pp_event_signal(c->bell, INT_MAX);
+}
+
+/* ---------------------------------------------------------------- */
+/* The bound                                                          */
+/* ---------------------------------------------------------------- */
+
+/*
+ * Past max_bytes held, the engine stops draining the message ring of a
+ * worker whose next message is for this collector (drain_one), and that
+ * worker waits in pp_job_send until there is room again: the reader read
+ * some (take), or whatever it waits for may depend on that worker.  It
+ * never stops one when that could stop the reader for good:
+ *   - PP_ORDERED: the oldest job's messages are the reader's next; never
+ *     for the oldest job, nor while the oldest has not started (it may
+ *     have to start on the very worker that would wait), nor on the
+ *     worker where it runs (its messages queue behind);
+ *   - while a submitter waits at the collector's limit (its thread may be
+ *     the reader's), and from destroy on (nobody reads);
+ *   - for remote nodes (the net thread must never wait) and other
+ *     sources (created processes, background sockets).
+ * Any doubt left over (the oldest job moved to a worker whose ring was
+ * stopped before) is settled by the reader: before it sleeps, and when
+ * the oldest job changes, it has the engine try every stopped ring again
+ * (unpause), which then takes them when they may go on.
+ */
+
+static struct pp_task *job_task(const struct cjob *j);
+
+/* Under the lock: the engine stopped a ring for us; have it look again. */
+static void unpause(struct pp_collector *c)
+{
+    if (!c->paused)
+        return;
+    c->paused = false;
+    /* Release: pairs with the engine's acquire of coll_gen (pp__coll_drain). */
+    atomic_fetch_add_explicit(&c->s->coll_gen, 1, memory_order_release);
+    pp__engine_kick(c->s);
+}
+
+/* Under the lock: may the engine stop the ring of slot for job j's
+ * message?  (Above max_bytes already.) */
+static bool may_pause(struct pp_collector *c, struct cjob *j, uint32_t slot)
+{
+    if (c->unbound || slot >= PP_MAX_WORKERS)
+        return false;
+    if (c->order == PP_ARRIVAL)
+        return true;
+    struct cjob *h = c->first;
+    if (!h || h == j)
+        return false;
+    if (!h->worker)
+        return true;
+    struct pp_task *t = job_task(h);
+    if (!t)
+        return false; /* being submitted */
+    uint64_t st = pp_load_acquire(&t->rec->state); /* B2 */
+    uint64_t own = pp_load_relaxed(&t->rec->own);
+    if ((uint32_t)(own >> 32) != pp_st_gen(st))
+        return false; /* not started: it may need this very worker */
+    return (uint32_t)own != slot + 1; /* its messages would queue behind */
 }
 
 /* ---------------------------------------------------------------- */
@@ -444,8 +506,15 @@ static bool below_limit(struct pp_collector *c)
  * more start; NULL when out of memory. */
 static struct cjob *admit_locked(struct pp_collector *c, bool worker)
 {
-    while (c->limit && !below_limit(c))
-        bell_wait(c, below_limit, NULL);
+    if (c->limit && !below_limit(c)) {
+        /* This thread may be the reader: the jobs must not wait for it. */
+        c->unbound++;
+        if (c->s)
+            unpause(c);
+        while (!below_limit(c))
+            bell_wait(c, below_limit, NULL);
+        c->unbound--;
+    }
     struct cjob *j = job_get(c, worker);
     if (!j)
         return NULL;
@@ -478,9 +547,17 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
             ok = false;
         }
     }
-    if (ok)
-        ok = it->cj && it->kind == IT_DATA && !it->flags ? q_put_run(job_queue(c, j), it, data)
-                                                          : q_put(job_queue(c, j), it, data);
+    if (ok) {
+        size_t added = 0;
+        if (it->cj && it->kind == IT_DATA && !it->flags) {
+            ok = q_put_run(job_queue(c, j), it, data, &added);
+        } else {
+            ok = q_put(job_queue(c, j), it, data);
+            added = item_size(it) + (it->kind == IT_BLOCK ? it->len : 0);
+        }
+        if (ok && it->cj) /* a worker's message: what the bound counts (the reader: shown()) */
+            c->held_bytes += added;
+    }
     if (!ok) {
         item_free(c->s, it);
         if (it->flags & IT_F_FINAL) { /* the job still ends: nothing to show */
@@ -589,6 +666,8 @@ struct drain_ctx {
      * whenever the lock changes hands. */
     uint64_t last_tag;
     struct cjob *last_j;
+    bool force;   /* the worker is dead: no pausing */
+    bool paused;  /* a collector over its bound stopped the pass */
 };
 
 /* The message ring's kinds are the items' (consumer.h). */
@@ -654,7 +733,7 @@ static struct cjob *entry_job(struct drain_ctx *d, uint64_t tag)
     return j;
 }
 
-static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned char *payload)
+static bool drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned char *payload)
 {
     struct drain_ctx *d = ctx;
     struct pp_server *s = d->s;
@@ -670,9 +749,15 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
     if (!j) {
         if (valid && block)
             pp__block_free(s, d->slot, b.off, (size_t)b.len);
-        return;
+        return true;
     }
     struct pp_collector *c = d->locked;
+    if (c->max_bytes && c->held_bytes >= c->max_bytes && !d->force &&
+        may_pause(c, j, d->slot)) {
+        c->paused = true; /* the entry stays: the ring waits for the reader */
+        d->paused = true;
+        return false;
+    }
     j->received++; /* counted even when not shown: its end waits for nmsgs */
     struct item it = { .len = block ? (uint32_t)b.len : h->len,
                        .kind = block ? IT_BLOCK : IT_DATA,
@@ -680,30 +765,54 @@ static void drain_one(void *ctx, const struct pp_bring_hdr *h, const unsigned ch
                        .cj = (uint64_t)(uintptr_t)j };
     if (!valid || !add_locked(c, j, &it, payload, false)) /* frees the block if it cannot */
         j->lost++;
+    return true;
 }
 
-void pp__coll_drain(struct pp_server *s, uint32_t slot)
+/* A ring stopped as of the current coll_gen (acquire: pairs with
+ * unpause's release) is left alone until a reader raises it. */
+static bool slot_paused(struct pp_server *s, uint32_t slot)
+{
+    if (slot >= PP_MAX_WORKERS || !s->slots[slot].msg_paused)
+        return false;
+    return s->slots[slot].paused_gen == atomic_load_explicit(&s->coll_gen, memory_order_acquire);
+}
+
+void pp__coll_drain(struct pp_server *s, uint32_t slot, bool force)
 {
     struct pp_bring *b = pp__msg_ring(s->sh, slot);
-    if (pp_bring_empty(b))
+    if (pp_bring_empty(b) || (!force && slot_paused(s, slot)))
         return;
-    struct drain_ctx d = { .s = s, .slot = slot };
+    struct drain_ctx d = { .s = s, .slot = slot, .force = force };
+    /* Read before the pass: a reader that unpauses during it raises it
+     * after, and the next pass tries again. */
+    uint32_t gen = atomic_load_explicit(&s->coll_gen, memory_order_acquire);
+    /* A sender waits for room only after it found the ring over 3/4 full
+     * (an entry is at most a quarter of it), and it asks for a pass after
+     * that: a pass that starts below half full has nobody to wake, and
+     * saves the signal's fence. */
+    uint64_t used = pp_load_acquire(&b->tail) - pp_load_relaxed(&b->head);
     pthread_mutex_lock(&s->coll_lock); /* the jobs tasks name stay (destroy) */
-    pp_bring_drain(b, drain_one, &d);
+    unsigned took = pp_bring_drain(b, drain_one, &d);
     struct pp_event *bell = NULL;
     if (d.locked) {
         bell = d.locked->bell;
         pthread_mutex_unlock(&d.locked->lock);
     }
     pthread_mutex_unlock(&s->coll_lock);
+    if (slot < PP_MAX_WORKERS) {
+        s->slots[slot].msg_paused = d.paused;
+        s->slots[slot].paused_gen = gen;
+    }
     if (bell) /* in the segment: valid even if the collector is gone now */
         pp_event_signal(bell, INT_MAX);
+    if (took && used >= b->cap / 2) /* a sender waiting for room (consumer.c) */
+        pp_event_signal(&pp__cons_at(s->sh, slot)->msg_space, INT_MAX);
 }
 
 bool pp__coll_pending(struct pp_server *s)
 {
     PP_FOR_EACH_SLOT(s->sh, i)
-        if (!pp_bring_empty(pp__msg_ring(s->sh, i)))
+        if (!pp_bring_empty(pp__msg_ring(s->sh, i)) && !slot_paused(s, i))
             return true;
     return false;
 }
@@ -881,7 +990,15 @@ static bool take(struct pp_collector *c)
     c->finals_read += c->rq_finals;
     c->rq_finals = 0;
     flush_shown(c);
-    return c->order == PP_ORDERED ? take_ordered(c) : take_arrival(c);
+    c->held_bytes -= c->rd_bytes;
+    c->rd_bytes = 0;
+    struct cjob *first = c->first;
+    bool got = c->order == PP_ORDERED ? take_ordered(c) : take_arrival(c);
+    /* Room again (with some slack, so that a ring is not stopped and
+     * started for every message), or the reader waits for another job. */
+    if (c->paused && (c->held_bytes < c->max_bytes / 2 || c->first != first))
+        unpause(c);
+    return got;
 }
 
 /* PP_END: every job submitted so far ended and was read. */
@@ -890,10 +1007,21 @@ static bool at_end(const struct pp_collector *c)
     return c->finals_read == c->submitted && !c->first;
 }
 
-/* The pass of a reader about to sleep: something to read, or the end. */
+/* A reader's pass between spins: something to read, or the end. */
 static bool take_or_end(struct pp_collector *c)
 {
     return take(c) || at_end(c);
+}
+
+/* The pass of a reader about to sleep.  Before it sleeps, every ring
+ * stopped for it is tried again (see "The bound"): the engine stops it
+ * again if it must. */
+static bool take_or_sleep(struct pp_collector *c)
+{
+    if (take_or_end(c))
+        return true;
+    unpause(c);
+    return false;
 }
 
 /* The reader's view of *it, popped from rq.  Returns 0, or 1 for an item
@@ -905,10 +1033,12 @@ static int deliver(pp_collector *c, struct item *it, const void **data, size_t *
     q_pop(&c->rq, it); /* the chunk stays until the next call: the view */
     c->cur_valid = true;
     bool final = c->cur.flags & IT_F_FINAL;
-    if (final)
+    if (final) {
         c->rq_finals++;
-    else if (c->cur.cj)
+    } else if (c->cur.cj) {
         count_shown(c, (struct cjob *)(uintptr_t)c->cur.cj);
+        c->rd_bytes += item_size(&c->cur) + (c->cur.kind == IT_BLOCK ? c->cur.len : 0);
+    }
     if (c->bg)
         pp__bg_read(c, &c->cur);
     pp_task *t = (pp_task *)(uintptr_t)c->cur.task;
@@ -957,6 +1087,7 @@ static void run_start(struct pp_collector *c, struct item *it)
     c->cur.ref = 0;
     c->run_left = it->len;
     c->rq.head->read += sizeof(struct item);
+    c->rd_bytes += sizeof(struct item);
 }
 
 /* The next message of the run being read (run_left > 0: it is in rq's
@@ -968,6 +1099,7 @@ static void run_next(struct pp_collector *c, const void **data, size_t *len)
     uint32_t l;
     memcpy(&l, p, sizeof(l));
     ch->read += run_rec_size(l);
+    c->rd_bytes += run_rec_size(l);
     c->run_left--;
     c->cur.len = l;
     c->cur_valid = true;
@@ -1051,7 +1183,7 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
                 pthread_mutex_lock(&c->lock);
                 continue;
             } else {
-                r = bell_wait(c, take_or_end, dl);
+                r = bell_wait(c, take_or_sleep, dl);
             }
             if (r != 0)
                 break;
@@ -1060,6 +1192,28 @@ PP_EXPORT int pp_collector_next(pp_collector *c, const void **data, size_t *len,
         if (r != 0)
             return r;
     }
+}
+
+PP_EXPORT int pp_collector_set_max_bytes(pp_collector *c, size_t max)
+{
+    if (!c)
+        return -EINVAL;
+    pthread_mutex_lock(&c->lock);
+    c->max_bytes = max;
+    if (c->s)
+        unpause(c); /* a higher bound (or none) may let a stopped ring go on */
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+PP_EXPORT size_t pp_collector_held_bytes(pp_collector *c)
+{
+    if (!c)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    uint64_t h = c->held_bytes - c->rd_bytes; /* rd_bytes: the reader's; exact from its thread */
+    pthread_mutex_unlock(&c->lock);
+    return (size_t)h;
 }
 
 PP_EXPORT int pp_collector_status(pp_collector *c)
@@ -1121,6 +1275,9 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
         pp__bg_fini(c); /* no wait: the background jobs go on, their unread messages kept */
     } else {
         pthread_mutex_lock(&c->lock);
+        c->unbound++; /* nobody reads from here on: nothing may wait for it */
+        if (c->s)
+            unpause(c);
         while (!all_settled(c)) /* the engine, created processes deliver to us */
             bell_wait(c, all_settled, NULL);
         pthread_mutex_unlock(&c->lock);

@@ -105,6 +105,14 @@ struct pp_collector {
     struct pp_event *bell;
     struct pp_event own_bell;
     unsigned bell_no;        /* bell = &sh->bells[bell_no].ev */
+    /* The bound (pp_collector_set_max_bytes): bytes of local workers'
+     * messages queued here and not read yet.  At max_bytes or more, the
+     * engine leaves a job's next message in its worker's ring, so the
+     * worker waits in pp_job_send (collect.c: when it may not). */
+    size_t max_bytes;        /* 0: no bound */
+    uint64_t held_bytes;     /* queued (+ by the engine), read (- in take) */
+    bool paused;             /* the engine left a slot for us: retry when below */
+    unsigned unbound;        /* submitters waiting at the limit, or destroy: no pausing */
     uint64_t submitted;      /* jobs accepted */
     uint64_t finals;         /* of which known ended (the limit counts the rest) */
     uint64_t finals_read;    /* of which the last message was read */
@@ -119,6 +127,7 @@ struct pp_collector {
      * order it is shown, and the message last returned. */
     struct queue rq;
     uint64_t rq_finals;      /* last messages read from rq, not yet in finals_read */
+    uint64_t rd_bytes;       /* bytes of workers' messages read since take() */
     struct cjob *shown_job;  /* a job some of whose messages were shown... */
     uint32_t shown_n;        /* ...this many, not yet in its delivered */
     struct item cur;

@@ -237,16 +237,33 @@ void pp__cons_flush(struct pp_cons *k)
     }
 }
 
-/* A full ring makes us wait for the engine, which is brief: it drains
- * into host memory. */
+/* A full ring makes us wait for the engine: briefly, as it drains into
+ * host memory, unless the job's collector holds as many unread bytes as
+ * it may (collect.c): then until its reader has read some.  A few turns
+ * of yielding first, then sleeps on msg_space (with a timeout, and the
+ * engine asked again each time, in case a wake-up was missed). */
+#define MSG_YIELDS 1000
+#define MSG_SLEEP_MS 10
+
 void pp__cons_msg_queue(struct pp_cons *k, uint16_t kind, uint64_t tok, const void *p,
                         uint32_t len)
 {
     struct pp_bring *b = pp__msg_ring(k->sh, k->slot);
     uint64_t one = 1;
-    while (!pp_bring_put(b, kind, 0, tok, p, len)) {
-        (void)!write(k->sh->engine_efd, &one, sizeof(one));
-        sched_yield();
+    for (unsigned i = 0; !pp_bring_put(b, kind, 0, tok, p, len); i++) {
+        (void)!write(k->sh->engine_efd, &one, sizeof(one)); /* drain us */
+        if (i < MSG_YIELDS) {
+            sched_yield();
+            continue;
+        }
+        struct timespec ts;
+        uint32_t seq = pp_event_prepare(&k->c->msg_space); /* E1: pairs with the engine's signal */
+        if (pp_bring_put(b, kind, 0, tok, p, len)) {
+            pp_event_cancel(&k->c->msg_space);
+            return;
+        }
+        pp_event_wait(&k->c->msg_space, seq, pp_deadline(&ts, MSG_SLEEP_MS));
+        pp_event_cancel(&k->c->msg_space);
     }
 }
 
@@ -330,8 +347,13 @@ bool pp__cons_repair(struct pp_server *s, uint32_t slot, const char *death)
     uint64_t tok;
 
     /* What it handed over before it died comes first: a record it
-     * finished is then no longer one it "held". */
+     * finished is then no longer one it "held".  Its messages all go to
+     * their collectors now, bound or not: its job's end counts them. */
+    pp__coll_drain(s, slot, true);
     pp__drain_slot(s, (int)slot);
+    /* It may have died asleep on msg_space: the next one starts clean
+     * (a stale sleeper would cost a futex call per drain). */
+    atomic_store_explicit(&c->msg_space.sleepers, 0, memory_order_relaxed);
 
     int r = pp_ring_repair(s->ring, &c->claim, live, nlive, &tok);
     if (r == -EAGAIN)

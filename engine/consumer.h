@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "record.h"
+#include "../shm/futex.h"
 #include "../shm/pages.h"
 #include "../shm/ring.h"
 #include "../shm/segment.h"
@@ -50,6 +51,10 @@ struct pp_consumer {
     uint64_t stash[PP_PAGES_NCLASS][PP_BLOCK_STASH];
     _Atomic uint8_t nstash[PP_PAGES_NCLASS];
     pp_cacheline_aligned _Atomic uint32_t idle; /* a local worker waiting for work */
+    /* Signalled by the engine after it took entries from this consumer's
+     * message ring: a sender that found it full sleeps here (it stays
+     * full while the job's collector is over its bound: collect.c). */
+    struct pp_event msg_space;
     _Atomic uint64_t njobs;
     _Atomic uint64_t busy_ticks;
     pp_cacheline_aligned _Atomic uint64_t group_done[PP_NCI]; /* written by it only */

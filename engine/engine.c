@@ -76,7 +76,7 @@ unsigned pp__drain_slot(struct pp_server *s, int slot)
         /* The messages of the jobs just taken were sent before they were
          * handed over (the pop's acquire makes them visible): they go to
          * their collectors before the jobs' callbacks add the results. */
-        pp__coll_drain(s, (uint32_t)slot);
+        pp__coll_drain(s, (uint32_t)slot, false);
         if (!k)
             break;
         for (unsigned i = 0; i < k; i++)

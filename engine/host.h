@@ -48,6 +48,10 @@ struct pp_slot {                 /* the engine's view of a worker slot */
     int wstatus;
     uint64_t last_msg_blk;       /* the last message block drained from it
                                     (engine thread; pp__cons_repair) */
+    /* Its message ring is left as it is (engine thread): the next entry
+     * is for a collector over its bound, as of coll_gen = paused_gen. */
+    bool msg_paused;
+    uint32_t paused_gen;
 };
 
 struct pp_fn_hash_ent {
@@ -119,6 +123,9 @@ struct pp_server {
      * pp_collector_destroy takes it to free its jobs, which tasks may
      * still name (t->coll; collect.c). */
     pthread_mutex_t coll_lock;
+    /* Raised (and the engine kicked) when a collector the engine paused
+     * for may take messages again: paused slots are tried once more. */
+    _Atomic uint32_t coll_gen;
     /* Remote nodes (net.c), NULL if none.  Atomic: pp_connect may create
      * it while other threads submit (they only test it for NULL). */
     struct pp_net *_Atomic net;
@@ -160,9 +167,11 @@ PP_HIDDEN void pp__res_free(struct pp_server *s, struct pp_rec *r);
 PP_HIDDEN void pp__block_free(struct pp_server *s, uint32_t slot, uint64_t off, size_t len);
 
 /* ---- collect.c: collectors, the engine's side ---- */
-/* Moves the messages in slot's message ring to their collectors. */
-PP_HIDDEN void pp__coll_drain(struct pp_server *s, uint32_t slot);
-/* True when some message ring has messages. */
+/* Moves the messages in slot's message ring to their collectors; a
+ * collector over its bound stops it there (unless force: the slot's
+ * worker is dead and what it sent is wanted now). */
+PP_HIDDEN void pp__coll_drain(struct pp_server *s, uint32_t slot, bool force);
+/* True when some message ring that is not paused has messages. */
 PP_HIDDEN bool pp__coll_pending(struct pp_server *s);
 /* pp__submit_id, for a collector's job (its struct cjob) just before it
  * is queued: binds task t to it; returns the collector's doorbell. */

@@ -441,9 +441,10 @@ PP_EXPORT int pp_job_send(pp_job *job, const void *data, size_t len);
  * sent nothing runs elsewhere, one that had sent messages fails
  * (-ECHILD, naming the node) after them, since running it again would
  * repeat them.
- * Messages wait in host memory until read (no bound: a reader that falls
- * behind a fast sender makes the host's memory grow; on a node, the
- * messages also wait in the agent until the connection takes them).
+ * Messages wait in host memory until read: with no bound by default, a
+ * reader that falls behind a fast sender makes the host's memory grow
+ * (pp_collector_set_max_bytes bounds it for jobs on local workers; on a
+ * node, messages also wait in the agent until the connection takes them).
  */
 typedef struct pp_collector pp_collector;
 enum pp_order { PP_ORDERED, PP_ARRIVAL };
@@ -486,6 +487,27 @@ PP_EXPORT int pp_collector_status(pp_collector *c);
 PP_EXPORT const char *pp_collector_error(pp_collector *c);
 /* Its job's submission index on this collector (0, 1, ...). */
 PP_EXPORT uint64_t pp_collector_job(pp_collector *c);
+
+/*
+ * A bound on the memory a collector's messages take while unread (0, the
+ * default: none).  Once its jobs' unread messages hold max bytes or more
+ * (copies in host memory, and shared-memory blocks of large ones), a job
+ * on a local worker that sends another waits in pp_job_send until the
+ * reader has read some (below max/2), as a writer to a full pipe does;
+ * the job's own CPU sleeps meanwhile.  It never waits when that could
+ * stop the reader: in PP_ORDERED for the oldest unread job, nor while
+ * that job has not started; while a submitter waits at the collector's
+ * limit (that thread may be the reader); from pp_collector_destroy on.
+ * Not bounded: messages of jobs on remote nodes, of create() children and
+ * of background sockets.  Do not wait for the collector's jobs in a way
+ * that needs them to end (pp_wait on their template's group) from the
+ * reader's thread without reading: they may be waiting for it.  0 or
+ * -EINVAL; any time, from any thread.
+ */
+PP_EXPORT int pp_collector_set_max_bytes(pp_collector *c, size_t max);
+/* Bytes the bound counts now, from the reader's thread (exact there: it
+ * includes what that thread read since its last pass). */
+PP_EXPORT size_t pp_collector_held_bytes(pp_collector *c);
 
 /*
  * Exchange (pprocess store_data): calls handler(data, len, arg) in the

@@ -103,10 +103,12 @@ static inline bool pp_bring_empty(struct pp_bring *b)
 
 /*
  * Consumer: calls fn(ctx, hdr, payload) for every entry written so far,
- * in order, then frees their space.  Returns how many entries it saw.
+ * in order, then frees their space.  fn returns false to stop before
+ * that entry: it stays, first in line for the next drain.  Returns how
+ * many entries were taken.
  */
 static inline unsigned pp_bring_drain(struct pp_bring *b,
-                                      void (*fn)(void *ctx, const struct pp_bring_hdr *h,
+                                      bool (*fn)(void *ctx, const struct pp_bring_hdr *h,
                                                  const unsigned char *payload),
                                       void *ctx)
 {
@@ -124,7 +126,8 @@ static inline unsigned pp_bring_drain(struct pp_bring *b,
             break;
         }
         if (e.kind != PP_BRING_PAD) {
-            fn(ctx, &e, b->data + (h & mask) + PP_BRING_HDR);
+            if (!fn(ctx, &e, b->data + (h & mask) + PP_BRING_HDR))
+                break;
             n++;
         }
         h += pp_bring_size(e.len);

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -486,10 +487,12 @@ TEST_F(Collect, FinishCallsTheHandlerForEveryMessage)
 
 // Workers SIGKILLed at random instants while jobs stream: each job
 // delivers a prefix of its values in order and then either its result or
-// its failure (-ECHILD), exactly once; nothing hangs.
-TEST_F(Collect, RandomKillsWhileStreaming)
+// its failure (-ECHILD), exactly once; nothing hangs.  max_bytes: the
+// bound, with a reader that pauses now and then so that jobs wait at it
+// (and are killed there too).
+static void random_kills(pp_collector *c, size_t max_bytes, unsigned seed)
 {
-    pp_collector *c = make(PP_ARRIVAL);
+    ASSERT_EQ(pp_collector_set_max_bytes(c, max_bytes), 0);
     const int N = 60;
     for (int i = 0; i < N; i++) {
         StreamArg a{ (uint64_t)i, 200, 0, 0, 0, 20 }; // ~4 ms of sending
@@ -497,7 +500,7 @@ TEST_F(Collect, RandomKillsWhileStreaming)
     }
     std::atomic<bool> stop{ false };
     std::thread killer([&] {
-        std::mt19937 rng(12345);
+        std::mt19937 rng(seed);
         while (!stop) {
             std::this_thread::sleep_for(std::chrono::microseconds(1000 + rng() % 9000));
             std::vector<pid_t> w = worker_pids();
@@ -505,7 +508,24 @@ TEST_F(Collect, RandomKillsWhileStreaming)
                 kill(w[rng() % w.size()], SIGKILL);
         }
     });
-    std::vector<Msg> m = read_all(c, 60000);
+    std::vector<Msg> m;
+    {
+        const void *d;
+        size_t n;
+        int r;
+        while ((r = pp_collector_next(c, &d, &n, 60000)) == 0) {
+            Msg x;
+            x.job = pp_collector_job(c);
+            x.status = pp_collector_status(c);
+            x.err = pp_collector_error(c) ? pp_collector_error(c) : "";
+            x.data.assign(static_cast<const unsigned char *>(d),
+                          static_cast<const unsigned char *>(d) + n);
+            m.push_back(std::move(x));
+            if (max_bytes && m.size() % 64 == 0)
+                std::this_thread::sleep_for(std::chrono::microseconds(300));
+        }
+        EXPECT_EQ(r, PP_END);
+    }
     stop = true;
     killer.join();
     std::map<uint64_t, uint64_t> next;
@@ -526,8 +546,24 @@ TEST_F(Collect, RandomKillsWhileStreaming)
         }
     }
     EXPECT_EQ(ends.size(), (size_t)N);
-    printf("random kills: %d of %d jobs crashed mid-stream\n", crashed, N);
+    printf("random kills (bound %zu): %d of %d jobs crashed mid-stream\n", max_bytes, crashed,
+           N);
+}
+
+TEST_F(Collect, RandomKillsWhileStreaming)
+{
+    pp_collector *c = make(PP_ARRIVAL);
+    random_kills(c, 0, 12345);
     pp_collector_destroy(c);
+}
+
+TEST_F(Collect, RandomKillsWhileStreamingAtTheBound)
+{
+    for (pp_order o : { PP_ARRIVAL, PP_ORDERED }) {
+        pp_collector *c = make(o);
+        random_kills(c, 2048, o == PP_ARRIVAL ? 777 : 4242);
+        pp_collector_destroy(c);
+    }
 }
 
 // Errors and edges: a job nobody collects cannot send; an empty collector
@@ -631,6 +667,210 @@ TEST(CollectNodes, LocalWorkersRunThemWhileNodesAreDown)
     EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
     pp_collector_destroy(c);
     pp_server_destroy(s);
+}
+
+// ------------------------------------------------------------------
+// The bound (pp_collector_set_max_bytes)
+// ------------------------------------------------------------------
+
+// Sends its worker's pid (8 bytes), then nvalues values, then result job.
+extern "C" int job_pid_then_stream(pp_job *job)
+{
+    size_t len;
+    StreamArg a;
+    memcpy(&a, pp_job_arg(job, &len), sizeof(a));
+    uint64_t pid = (uint64_t)getpid();
+    pp_job_send(job, &pid, sizeof pid);
+    for (uint64_t k = 0; k < a.nvalues; k++) {
+        uint64_t v = a.job * 1000000 + k;
+        int r = pp_job_send(job, &v, sizeof v);
+        if (r < 0)
+            return pp_job_fail(job, r, "pp_job_send: %s", strerror(-r));
+    }
+    *static_cast<uint64_t *>(pp_job_result(job, sizeof(uint64_t))) = a.job;
+    return 7;
+}
+
+// CPU time (user + system) of process pid so far, in ms; < 0 if gone.
+static double proc_cpu_ms(pid_t pid)
+{
+    std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+    std::string st;
+    if (!std::getline(f, st))
+        return -1;
+    size_t p = st.rfind(')');
+    if (p == std::string::npos)
+        return -1;
+    std::istringstream in(st.substr(p + 2));
+    std::string field;
+    unsigned long ut = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; i++) { // fields 14, 15: utime, stime
+        if (i == 14)
+            ut = std::stoul(field);
+        if (i == 15)
+            stime = std::stoul(field);
+    }
+    return (double)(ut + stime) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+// Bytes a stopped collector may hold past its bound: the message that
+// found it full went in before the check (a run header and one record).
+static const size_t kBoundSlack = 4096;
+
+// A reader that does not read: the job waits at the bound (its values
+// stay in its worker); then every value comes, in order, while the bound
+// holds.
+TEST_F(Collect, BoundStopsAJobWhileItsReaderDoesNotRead)
+{
+    pp_collector *c = make(PP_ARRIVAL);
+    const size_t max = 256 << 10;
+    ASSERT_EQ(pp_collector_set_max_bytes(c, max), 0);
+    StreamArg a{ 3, 1000000, 0, 0, 0, 0 }; // 16 MB of queue unbounded
+    ASSERT_EQ(pp_collector_submit(c, job_pid_then_stream, &a, sizeof a), 0);
+    const void *d;
+    size_t n;
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+    ASSERT_EQ(n, 8u);
+    pid_t pid = (pid_t) * (const uint64_t *)d;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100)); // at the bound by now
+    size_t held = pp_collector_held_bytes(c);
+    EXPECT_GE(held, max - kBoundSlack) << "it stopped before the bound";
+    EXPECT_LE(held, max + kBoundSlack);
+    // It waits asleep: a few ms of CPU in 300 ms, not a spin.
+    double cpu0 = proc_cpu_ms(pid);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    double cpu1 = proc_cpu_ms(pid);
+    ASSERT_GE(cpu0, 0);
+    EXPECT_LT(cpu1 - cpu0, 100) << "the waiting worker used the CPU";
+    EXPECT_LE(pp_collector_held_bytes(c), max + kBoundSlack);
+    for (uint64_t k = 0; k < a.nvalues; k++) {
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0) << k;
+        ASSERT_EQ(n, 8u);
+        ASSERT_EQ(*(const uint64_t *)d, 3000000 + k);
+        if (k % 5000 == 0) {
+            ASSERT_LE(pp_collector_held_bytes(c), max + kBoundSlack) << k;
+        }
+    }
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+    EXPECT_EQ(pp_collector_status(c), 7);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+    EXPECT_EQ(pp_collector_held_bytes(c), 0u);
+    pp_collector_destroy(c);
+}
+
+// Ordered: the oldest job never waits for the bound; a younger one that
+// streams meanwhile does, and both come whole, job by job.
+TEST_F(Collect, BoundNeverStopsTheOldestJob)
+{
+    pp_collector *c = make(PP_ORDERED);
+    const size_t max = 64 << 10;
+    ASSERT_EQ(pp_collector_set_max_bytes(c, max), 0);
+    StreamArg old{ 0, 20000, 200000, 0, 0, 0 }, young{ 1, 300000, 0, 0, 0, 0 };
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &old, sizeof old), 0);
+    ASSERT_EQ(pp_collector_submit(c, job_stream, &young, sizeof young), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_LE(pp_collector_held_bytes(c), max + kBoundSlack) << "the young job did not wait";
+    read_values(c, 0, 20000);
+    const void *d;
+    size_t n;
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+    EXPECT_EQ(pp_collector_status(c), 7);
+    EXPECT_EQ(pp_collector_job(c), 0u);
+    read_values(c, 1000000, 300000);
+    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+    EXPECT_EQ(pp_collector_job(c), 1u);
+    EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+    pp_collector_destroy(c);
+}
+
+// The reader's own thread submits more jobs than the limit before it
+// reads (pprocess's usual loop): the jobs in flight must not wait for
+// it, or the submit would wait for ever.
+TEST_F(Collect, BoundAndLimitFromTheReadersThread)
+{
+    pp_collector *c = make(PP_ARRIVAL, 2);
+    ASSERT_EQ(pp_collector_set_max_bytes(c, 32 << 10), 0);
+    const int N = 6;
+    for (int i = 0; i < N; i++) {
+        StreamArg a{ (uint64_t)i, 50000, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+    }
+    std::vector<uint64_t> next(N, 0);
+    int ends = 0;
+    for (const Msg &m : read_all(c)) {
+        ASSERT_LT(m.job, (uint64_t)N);
+        if (m.status == 7) {
+            EXPECT_EQ(next[m.job], 50000u) << m.job;
+            ends++;
+            continue;
+        }
+        ASSERT_EQ(u64(m), m.job * 1000000 + next[m.job]) << m.job;
+        next[m.job]++;
+    }
+    EXPECT_EQ(ends, N);
+    EXPECT_LE(scratch()->max_running.load(), 2);
+    pp_collector_destroy(c);
+}
+
+// A job waiting at the bound: destroy does not hang (it lifts the bound);
+// a worker killed there fails its job after the values that arrived; a
+// raised bound lets a waiting job go on.
+TEST_F(Collect, BoundWithDestroyKillAndChange)
+{
+    {
+        pp_collector *c = make(PP_ARRIVAL);
+        ASSERT_EQ(pp_collector_set_max_bytes(c, 16 << 10), 0);
+        StreamArg a{ 1, 1000000, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        read_values(c, 1000000, 100);
+        pp_collector_destroy(c); // waits for the job, which runs on to its end
+    }
+    {
+        pp_collector *c = make(PP_ARRIVAL);
+        ASSERT_EQ(pp_collector_set_max_bytes(c, 16 << 10), 0);
+        StreamArg a{ 2, 1000000, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_pid_then_stream, &a, sizeof a), 0);
+        const void *d;
+        size_t n;
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+        ASSERT_EQ(n, 8u);
+        pid_t pid = (pid_t) * (const uint64_t *)d;
+        ASSERT_GT(pid, 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100)); // it waits at the bound
+        ASSERT_EQ(kill(pid, SIGKILL), 0);
+        uint64_t k = 0;
+        int r;
+        while ((r = pp_collector_next(c, &d, &n, 60000)) == 0 && pp_collector_status(c) == 0) {
+            ASSERT_EQ(n, 8u);
+            ASSERT_EQ(*(const uint64_t *)d, 2000000 + k) << k;
+            k++;
+        }
+        ASSERT_EQ(r, 0);
+        EXPECT_EQ(pp_collector_status(c), -ECHILD) << pp_collector_error(c);
+        EXPECT_LT(k, 1000000u);
+        EXPECT_GE(k, 500u) << "fewer values than the bound holds";
+        EXPECT_EQ(pp_collector_next(c, &d, &n, 60000), PP_END);
+        pp_collector_destroy(c);
+    }
+    {
+        pp_collector *c = make(PP_ARRIVAL);
+        ASSERT_EQ(pp_collector_set_max_bytes(c, 16 << 10), 0);
+        StreamArg a{ 4, 200000, 0, 0, 0, 0 };
+        ASSERT_EQ(pp_collector_submit(c, job_stream, &a, sizeof a), 0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        EXPECT_LE(pp_collector_held_bytes(c), (16u << 10) + kBoundSlack);
+        ASSERT_EQ(pp_collector_set_max_bytes(c, 0), 0);
+        // Unbounded now: the job runs to its end without a reader.
+        for (int i = 0; i < 600 && pp_collector_held_bytes(c) < 200000 * 16; i++)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        EXPECT_GE(pp_collector_held_bytes(c), 200000u * 16);
+        read_values(c, 4000000, 200000);
+        const void *d;
+        size_t n;
+        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
+        EXPECT_EQ(pp_collector_status(c), 7);
+        pp_collector_destroy(c);
+    }
 }
 
 // ------------------------------------------------------------------
