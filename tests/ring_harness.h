@@ -23,6 +23,7 @@ struct ring_report {
 /* Single-process semantics: returns 0 or the number of the failed check. */
 int ring_check_semantics(void);
 int spsc_check_semantics(void);
+int bring_check_semantics(void);
 
 /* nprod producer processes each enqueue per_prod distinct values into one
  * MPMC ring of capacity cap; ncons consumer processes drain it.  With

@@ -15,6 +15,11 @@ TEST(Spsc, Semantics)
     EXPECT_EQ(spsc_check_semantics(), 0) << "number of the failed check";
 }
 
+TEST(Bring, SemanticsAndADrainThatStops)
+{
+    EXPECT_EQ(bring_check_semantics(), 0) << "number of the failed check";
+}
+
 static void expect_exact(const ring_report &r, uint64_t total)
 {
     ASSERT_EQ(r.error, 0);
