@@ -15,9 +15,12 @@
  * the jobs.  A JOB frame becomes a pp_submit with a callback; the callback
  * (in that server's engine thread) pushes the finished task on a lock-free
  * stack and wakes the loop, which sends the RESULT straight from the
- * task's result in shared memory and releases the task.  A worker that
- * dies fails its job with -ECHILD, as on the client's own host, and the
- * client names the node in the message; the agent goes on.
+ * task's result in shared memory and releases the task.  A collector's
+ * job (PP_JOB_F_COLLECT) goes through a collector of the agent's instead
+ * (agent_coll.c): its pp_job_send messages leave as MESSAGE frames, in
+ * order, then its RESULT.  A worker that dies fails its job with -ECHILD,
+ * as on the client's own host, and the client names the node in the
+ * message; the agent goes on.
  *
  * The session ends on BYE, EOF, a bad frame, silence longer than the
  * node's socket timeout, or SIGTERM (ppserver is stopping): jobs still

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -146,8 +147,10 @@ struct Msg {
     std::vector<unsigned char> data;
 };
 
-// Reads until PP_END (or a failure of next), each message copied.
-std::vector<Msg> read_all(pp_collector *c, int timeout_ms = 60000)
+// Reads until PP_END (or a failure of next), each message copied; after
+// each, after(how many so far), if given (a reader that takes its time).
+std::vector<Msg> read_all(pp_collector *c, int timeout_ms = 60000,
+                          const std::function<void(size_t)> &after = nullptr)
 {
     std::vector<Msg> out;
     const void *d;
@@ -161,6 +164,8 @@ std::vector<Msg> read_all(pp_collector *c, int timeout_ms = 60000)
         m.data.assign(static_cast<const unsigned char *>(d),
                       static_cast<const unsigned char *>(d) + n);
         out.push_back(std::move(m));
+        if (after)
+            after(out.size());
     }
     EXPECT_EQ(r, PP_END);
     return out;
@@ -508,24 +513,10 @@ static void random_kills(pp_collector *c, size_t max_bytes, unsigned seed)
                 kill(w[rng() % w.size()], SIGKILL);
         }
     });
-    std::vector<Msg> m;
-    {
-        const void *d;
-        size_t n;
-        int r;
-        while ((r = pp_collector_next(c, &d, &n, 60000)) == 0) {
-            Msg x;
-            x.job = pp_collector_job(c);
-            x.status = pp_collector_status(c);
-            x.err = pp_collector_error(c) ? pp_collector_error(c) : "";
-            x.data.assign(static_cast<const unsigned char *>(d),
-                          static_cast<const unsigned char *>(d) + n);
-            m.push_back(std::move(x));
-            if (max_bytes && m.size() % 64 == 0)
-                std::this_thread::sleep_for(std::chrono::microseconds(300));
-        }
-        EXPECT_EQ(r, PP_END);
-    }
+    std::vector<Msg> m = read_all(c, 60000, [&](size_t k) {
+        if (max_bytes && k % 64 == 0)
+            std::this_thread::sleep_for(std::chrono::microseconds(300));
+    });
     stop = true;
     killer.join();
     std::map<uint64_t, uint64_t> next;

@@ -319,6 +319,42 @@ extern "C" int remote_crash(pp_job *job)
     return 0;
 }
 
+// SIGKILLs a random session agent of a random node every min_us ..
+// min_us + span_us, at most max_kills times, until stopped.  Session
+// agents only (children of the daemon): a worker killed on a node is a
+// failed job, not a node failure.  A bounded number of kills: slow
+// sanitizer builds restart a session more slowly than the killer would
+// kill it otherwise, and the run must finish.
+struct AgentKiller {
+    AgentKiller(std::vector<Node *> nodes, unsigned seed, int max_kills, unsigned min_us,
+                unsigned span_us)
+    {
+        th = std::thread([=] {
+            std::mt19937 kr(seed);
+            while (!done && kills.load() < max_kills) {
+                std::this_thread::sleep_for(std::chrono::microseconds(min_us + kr() % span_us));
+                Node *nd = nodes[kr() % nodes.size()];
+                std::vector<pid_t> ag;
+                for (pid_t p : agents_in(nd->cache))
+                    if (parent_of(p) == nd->pid)
+                        ag.push_back(p);
+                if (!ag.empty() && kill(ag[kr() % ag.size()], SIGKILL) == 0)
+                    kills++;
+            }
+        });
+    }
+    void stop()
+    {
+        done = true;
+        if (th.joinable())
+            th.join();
+    }
+    ~AgentKiller() { stop(); }
+    std::atomic<int> kills{ 0 };
+    std::atomic<bool> done{ false };
+    std::thread th;
+};
+
 class Remote : public ::testing::TestWithParam<const char *> {
 protected:
     void SetUp() override
@@ -348,6 +384,26 @@ protected:
         if (wait_ms)
             cfg.node_wait_ms = wait_ms;
         cfg.broadcast = bcast;
+        pp_server *srv = nullptr;
+        EXPECT_EQ(pp_server_new(&cfg, &srv), 0);
+        return srv;
+    }
+
+    // A client of these nodes only (ncpus = 0) whose jobs are never given
+    // up however many nodes die under them (node_retries 1000).
+    pp_server *uncapped_client(const std::vector<std::string> &names)
+    {
+        hosts = names;
+        ptrs.clear();
+        for (auto &h : hosts)
+            ptrs.push_back(h.c_str());
+        ptrs.push_back(nullptr);
+        pp_config cfg;
+        pp_config_init(&cfg);
+        cfg.ncpus = 0;
+        cfg.ppservers = ptrs.data();
+        cfg.secret = secret.c_str();
+        cfg.node_retries = 1000;
         pp_server *srv = nullptr;
         EXPECT_EQ(pp_server_new(&cfg, &srv), 0);
         return srv;
@@ -860,23 +916,11 @@ TEST_P(Remote, RandomSessionKills)
     ASSERT_TRUE(a.start(secret, 1));
     ASSERT_TRUE(b.start(secret, 1));
     ASSERT_TRUE(c.start(secret, 1));
-    hosts = { a.name(), b.name(), c.name() };
-    ptrs.clear();
-    for (auto &h : hosts)
-        ptrs.push_back(h.c_str());
-    ptrs.push_back(nullptr);
-    pp_config cfg;
-    pp_config_init(&cfg);
-    cfg.ncpus = 0;
-    cfg.ppservers = ptrs.data();
-    cfg.secret = secret.c_str();
-    cfg.node_retries = 1000;
-    pp_server *srv = nullptr;
-    ASSERT_EQ(pp_server_new(&cfg, &srv), 0);
+    pp_server *srv = uncapped_client({ a.name(), b.name(), c.name() });
+    ASSERT_NE(srv, nullptr);
     ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
 
     const int N = 10000;
-    std::atomic<int> kills{ 0 };
     struct Ctx {
         std::vector<unsigned char> arg;
         std::atomic<int> calls{ 0 };
@@ -884,27 +928,7 @@ TEST_P(Remote, RandomSessionKills)
     };
     std::vector<Ctx> ctx(N);
     std::mt19937 rng(12345);
-    std::atomic<bool> done{ false };
-    // A bounded number of kills (slow sanitizer builds restart a session
-    // more slowly than the killer would kill it otherwise), then the run
-    // must finish.
-    const int max_kills = 25;
-    std::thread killer([&] {
-        std::mt19937 kr(777);
-        Node *nodes[] = { &a, &b, &c };
-        while (!done && kills.load() < max_kills) {
-            std::this_thread::sleep_for(std::chrono::microseconds(5000 + kr() % 100000));
-            // Session agents only (children of the daemon): a worker killed
-            // on a node is a failed job, not a node failure.
-            Node *nd = nodes[kr() % 3];
-            std::vector<pid_t> ag;
-            for (pid_t p : agents_in(nd->cache))
-                if (parent_of(p) == nd->pid)
-                    ag.push_back(p);
-            if (!ag.empty() && kill(ag[kr() % ag.size()], SIGKILL) == 0)
-                kills++;
-        }
-    });
+    AgentKiller killer({ &a, &b, &c }, 777, 25, 5000, 100000);
     for (int i = 0; i < N; i++) {
         size_t len = (i % 97 == 0) ? (2u << 20) + (size_t)(rng() % 1000)
                    : (i % 7 == 0) ? 300 + rng() % 5000 : rng() % 64;
@@ -925,10 +949,9 @@ TEST_P(Remote, RandomSessionKills)
         EXPECT_EQ(pp_submit(srv, remote_echo, ctx[i].arg.data(), len, &o, nullptr), 0);
     }
     int w = pp_wait(srv, nullptr, 240000);
-    done = true;
-    killer.join();
+    killer.stop();
     ASSERT_EQ(w, 0) << node_errors(srv);
-    EXPECT_GE(kills.load(), 3) << "the run ended before the killer got going";
+    EXPECT_GE(killer.kills.load(), 3) << "the run ended before the killer got going";
     for (int i = 0; i < N; i++) {
         ASSERT_EQ(ctx[i].calls.load(), 1) << i;
         ASSERT_EQ(ctx[i].bad.load(), 0) << i;
@@ -1980,19 +2003,8 @@ TEST_P(Remote, RandomSessionKillsWhileStreaming)
     ASSERT_TRUE(a.start(secret, 1));
     ASSERT_TRUE(b.start(secret, 1));
     ASSERT_TRUE(c.start(secret, 1));
-    hosts = { a.name(), b.name(), c.name() };
-    ptrs.clear();
-    for (auto &h : hosts)
-        ptrs.push_back(h.c_str());
-    ptrs.push_back(nullptr);
-    pp_config cfg;
-    pp_config_init(&cfg);
-    cfg.ncpus = 0;
-    cfg.ppservers = ptrs.data();
-    cfg.secret = secret.c_str();
-    cfg.node_retries = 1000;
-    pp_server *srv = nullptr;
-    ASSERT_EQ(pp_server_new(&cfg, &srv), 0);
+    pp_server *srv = uncapped_client({ a.name(), b.name(), c.name() });
+    ASSERT_NE(srv, nullptr);
     ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
     pp_collector *col = nullptr;
     ASSERT_EQ(pp_collector_new(srv, PP_ARRIVAL, 0, &col), 0);
@@ -2002,23 +2014,7 @@ TEST_P(Remote, RandomSessionKillsWhileStreaming)
     for (int i = 0; i < N; i++)
         args.push_back(RStream{ (uint64_t)i, 10 + (uint64_t)(i % 40), 300,
                                 (uint32_t)(i % 3 == 0 ? 5 : 0), 0, 0 });
-    std::atomic<int> kills{ 0 };
-    std::atomic<bool> done{ false };
-    const int max_kills = 15;
-    std::thread killer([&] {
-        std::mt19937 kr(4242);
-        Node *nodes[] = { &a, &b, &c };
-        while (!done && kills.load() < max_kills) {
-            std::this_thread::sleep_for(std::chrono::microseconds(5000 + kr() % 60000));
-            Node *nd = nodes[kr() % 3];
-            std::vector<pid_t> ag;
-            for (pid_t p : agents_in(nd->cache))
-                if (parent_of(p) == nd->pid)
-                    ag.push_back(p);
-            if (!ag.empty() && kill(ag[kr() % ag.size()], SIGKILL) == 0)
-                kills++;
-        }
-    });
+    AgentKiller killer({ &a, &b, &c }, 4242, 15, 5000, 60000);
     for (auto &r : args)
         ASSERT_EQ(pp_collector_submit(col, remote_stream, &r, sizeof r), 0);
     std::vector<uint64_t> values(N, 0);
@@ -2042,10 +2038,9 @@ TEST_P(Remote, RandomSessionKillsWhileStreaming)
             ASSERT_EQ(val(m), (uint64_t)j) << j;
         }
     }
-    done = true;
-    killer.join();
+    killer.stop();
     ASSERT_EQ(r, PP_END) << node_errors(srv);
-    EXPECT_GE(kills.load(), 3) << "the run ended before the killer got going";
+    EXPECT_GE(killer.kills.load(), 3) << "the run ended before the killer got going";
     int failed = 0;
     for (int j = 0; j < N; j++) {
         ASSERT_EQ(ends[j], 1) << j;
@@ -2062,7 +2057,7 @@ TEST_P(Remote, RandomSessionKillsWhileStreaming)
         EXPECT_GE(sent, 1u) << errs[j];
         EXPECT_EQ(values[j], (uint64_t)sent) << j << ": " << errs[j];
     }
-    RecordProperty("kills", kills.load());
+    RecordProperty("kills", killer.kills.load());
     RecordProperty("failed", failed);
     pp_collector_destroy(col);
     pp_server_destroy(srv);
