@@ -682,6 +682,18 @@ extern "C" int job_pid_then_stream(pp_job *job)
     return 7;
 }
 
+// Submits job_pid_then_stream(a) and reads its first message: the pid
+// of the worker that runs it (-1 if that went wrong).
+static pid_t start_pid_stream(pp_collector *c, const StreamArg &a)
+{
+    const void *d;
+    size_t n;
+    if (pp_collector_submit(c, job_pid_then_stream, &a, sizeof a) != 0 ||
+        pp_collector_next(c, &d, &n, 60000) != 0 || n != 8)
+        return -1;
+    return (pid_t) * (const uint64_t *)d;
+}
+
 // CPU time (user + system) of process pid so far, in ms; < 0 if gone.
 static double proc_cpu_ms(pid_t pid)
 {
@@ -717,12 +729,10 @@ TEST_F(Collect, BoundStopsAJobWhileItsReaderDoesNotRead)
     const size_t max = 256 << 10;
     ASSERT_EQ(pp_collector_set_max_bytes(c, max), 0);
     StreamArg a{ 3, 1000000, 0, 0, 0, 0 }; // 16 MB of queue unbounded
-    ASSERT_EQ(pp_collector_submit(c, job_pid_then_stream, &a, sizeof a), 0);
+    pid_t pid = start_pid_stream(c, a);
+    ASSERT_GT(pid, 1);
     const void *d;
     size_t n;
-    ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
-    ASSERT_EQ(n, 8u);
-    pid_t pid = (pid_t) * (const uint64_t *)d;
     std::this_thread::sleep_for(std::chrono::milliseconds(100)); // at the bound by now
     size_t held = pp_collector_held_bytes(c);
     EXPECT_GE(held, max - kBoundSlack) << "it stopped before the bound";
@@ -820,13 +830,10 @@ TEST_F(Collect, BoundWithDestroyKillAndChange)
         pp_collector *c = make(PP_ARRIVAL);
         ASSERT_EQ(pp_collector_set_max_bytes(c, 16 << 10), 0);
         StreamArg a{ 2, 1000000, 0, 0, 0, 0 };
-        ASSERT_EQ(pp_collector_submit(c, job_pid_then_stream, &a, sizeof a), 0);
+        pid_t pid = start_pid_stream(c, a);
+        ASSERT_GT(pid, 1);
         const void *d;
         size_t n;
-        ASSERT_EQ(pp_collector_next(c, &d, &n, 60000), 0);
-        ASSERT_EQ(n, 8u);
-        pid_t pid = (pid_t) * (const uint64_t *)d;
-        ASSERT_GT(pid, 1);
         std::this_thread::sleep_for(std::chrono::milliseconds(100)); // it waits at the bound
         ASSERT_EQ(kill(pid, SIGKILL), 0);
         uint64_t k = 0;
