@@ -47,6 +47,7 @@
 #include "msg.h"
 
 #define AGENT_TICK_MS 250
+#define RUN_BODY_MAX (64u << 10) /* a MESSAGE RUN's body at most (<= max_body) */
 
 enum { MOD_NONE, MOD_LOADING, MOD_READY, MOD_FAILED };
 
@@ -94,6 +95,12 @@ struct agent {
     int workers;
     _Atomic int map_threads;      /* pp_map threads not yet collected */
     struct pp_acoll *coll;        /* collector jobs (agent_coll.c), from the first */
+    /* Small messages of one collector job gathered into one MESSAGE RUN
+     * frame (net/msg.h): its body so far, how many, whose. */
+    uint8_t run[RUN_BODY_MAX];
+    size_t run_len;
+    unsigned run_n;
+    uint64_t run_id;
 };
 
 static struct agent *the_agent;
@@ -230,10 +237,35 @@ static void send_done(struct agent *a)
     }
 }
 
-/* A collector job's message and end (agent_coll.c, in order). */
+/* Sends the run gathered so far: one message alone as a plain MESSAGE. */
+static void run_flush(struct agent *a)
+{
+    if (a->run_n == 1)
+        pp_chan_send(&a->ch, PP_WIRE_MESSAGE, 0, a->run_id, a->run + 4, a->run_len - 4);
+    else if (a->run_n > 1)
+        pp_chan_send(&a->ch, PP_WIRE_MESSAGE, PP_WIRE_F_RUN, a->run_id, a->run, a->run_len);
+    a->run_n = 0;
+    a->run_len = 0;
+}
+
+/* A collector job's message and end (agent_coll.c, in order).  Small
+ * ones of the same job in a row share a frame (a stream of 8-byte
+ * values: 12 bytes a value on the wire instead of a 24-byte frame). */
 static void coll_message(void *ctx, uint64_t id, const void *data, size_t len)
 {
     struct agent *a = ctx;
+    if (len <= PP_RUN_MSG_MAX) {
+        if (a->run_n && (a->run_id != id || a->run_len + 4 + len > RUN_BODY_MAX))
+            run_flush(a);
+        struct pp_wr w = pp_wr_of(a->run + a->run_len, 4 + len);
+        pp_wr_u32(&w, (uint32_t)len);
+        pp_wr_bytes(&w, data, len);
+        a->run_len += 4 + len;
+        a->run_id = id;
+        a->run_n++;
+        return;
+    }
+    run_flush(a);
     if (len <= PP_WIRE_MAX_BODY) {
         pp_chan_send(&a->ch, PP_WIRE_MESSAGE, 0, id, data, len);
         return;
@@ -248,6 +280,7 @@ static void coll_message(void *ctx, uint64_t id, const void *data, size_t len)
 static void coll_end(void *ctx, uint64_t id, int status, const char *err, size_t err_len,
                      const void *res, size_t len, bool none)
 {
+    run_flush(ctx); /* a job's messages go before its end */
     send_result_n(ctx, id, none ? PP_WIRE_F_NONE : 0, status, err, err_len, res, len);
 }
 
@@ -256,6 +289,7 @@ static const struct pp_acoll_ops coll_ops = { .message = coll_message, .end = co
 static void send_collected(struct agent *a)
 {
     int e = a->coll ? pp__acoll_pump(a->coll, &coll_ops, a) : 0;
+    run_flush(a); /* what this pump gathered leaves now */
     if (e < 0 && !a->ending) {
         alog(a, "cannot read the collector jobs' messages: %s: ending the session",
              strerror(-e));

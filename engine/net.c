@@ -713,12 +713,42 @@ static void msg_block(struct node *n, uint32_t fi, uint64_t blk, uint64_t len)
     n->msgs_queued = true;
 }
 
+_Static_assert(PP_RUN_MSG_MAX <= PP_INLINE_MAX, "a run's messages go in the message ring");
+
+/* A MESSAGE RUN (net/msg.h): checked whole first, so that a bad one
+ * (which closes the connection) delivers none of its messages. */
+static int on_message_run(struct node *n, uint32_t fi, const struct pp_wire_frame *f)
+{
+    if ((f->hdr.flags & PP_WIRE_F_CHUNKED) || f->hdr.len == 0)
+        return -EPROTO;
+    struct pp_rd rd = pp_rd_of(f->body, f->hdr.len);
+    while (pp_rd_left(&rd) && !rd.err) {
+        uint32_t len = pp_rd_u32(&rd);
+        if (len > PP_RUN_MSG_MAX)
+            return -EPROTO;
+        pp_rd_take(&rd, len);
+    }
+    if (rd.err)
+        return -EPROTO;
+    rd = pp_rd_of(f->body, f->hdr.len);
+    while (pp_rd_left(&rd)) {
+        uint32_t len = pp_rd_u32(&rd);
+        const uint8_t *p = pp_rd_take(&rd, len);
+        pp__cons_msg_queue(&n->k, PP_MSG_DATA, n->fl[fi].tok, p, len);
+        n->fl[fi].nmsgs++;
+    }
+    n->msgs_queued = true;
+    return 0;
+}
+
 static int on_message(struct node *n, const struct pp_wire_frame *f)
 {
     uint64_t fi = f->hdr.reqid;
     bool chunked = f->hdr.flags & PP_WIRE_F_CHUNKED;
     if (fi >= n->fl_cap || !n->fl[fi].tok || !n->fl[fi].coll || n->rx_active)
         return -EPROTO;
+    if (f->hdr.flags & PP_WIRE_F_RUN)
+        return on_message_run(n, (uint32_t)fi, f);
     if (!chunked && f->hdr.len <= PP_INLINE_MAX) {
         pp__cons_msg_queue(&n->k, PP_MSG_DATA, n->fl[fi].tok, f->body, f->hdr.len);
         n->fl[fi].nmsgs++;

@@ -40,6 +40,10 @@
  * sent and before its RESULT, which carries the flag NONE when the job set
  * no result. */
 #define PP_JOB_F_COLLECT 2u
+/* A MESSAGE with the flag RUN carries one or more of one job's messages of
+ * at most PP_RUN_MSG_MAX bytes each, in order: per message len u32, then
+ * its bytes (no padding); never CHUNKED, never empty. */
+#define PP_RUN_MSG_MAX 192u
 /* RESULT: reqid = the JOB's id.  Body: status i32 | err_len u32 | run_ns u64
  * | err | result.  CHUNKED: total u64 (result bytes) | status | err_len |
  * run_ns | err; the result follows in CHUNK frames. */

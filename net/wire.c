@@ -73,7 +73,7 @@ static const struct type_rule rules[PP_WIRE_TYPE_MAX + 1] = {
     [PP_WIRE_SESSION]      = { 0, 0, UINT32_MAX },
     [PP_WIRE_READY]        = { 0, 0, UINT32_MAX },
     [PP_WIRE_MODULE]       = { 0, 0, UINT32_MAX },
-    [PP_WIRE_MESSAGE]      = { PP_WIRE_F_CHUNKED, 0, UINT32_MAX },
+    [PP_WIRE_MESSAGE]      = { PP_WIRE_F_CHUNKED | PP_WIRE_F_RUN, 0, UINT32_MAX },
 };
 
 /*

@@ -72,7 +72,8 @@ enum pp_wire_type {
 
 #define PP_WIRE_F_CHUNKED 0x0001u  /* body opens with a u64 total; CHUNKs follow */
 #define PP_WIRE_F_NONE    0x0002u  /* RESULT: the job set no result (a collector's) */
-#define PP_WIRE_F_KNOWN   0x0003u  /* every flag bit this version defines */
+#define PP_WIRE_F_RUN     0x0004u  /* MESSAGE: several small messages (net/msg.h) */
+#define PP_WIRE_F_KNOWN   0x0007u  /* every flag bit this version defines */
 
 struct pp_wire_hdr {
     uint8_t type;             /* enum pp_wire_type */

@@ -273,13 +273,16 @@ TEST(WireErrors, BadType)
 
 TEST(WireErrors, UnknownFlag)
 {
-    for (int bit = 2; bit < 16; bit++)
+    for (int bit = 3; bit < 16; bit++)
         expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_RESULT, (uint16_t)(1u << bit), 8, 1),
                       -EPROTO, "unknown flag bits");
     // NONE is a RESULT's alone.
     expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_JOB, PP_WIRE_F_NONE, 8, 1), -EPROTO,
                   "flag not allowed for this frame type");
     expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_MESSAGE, PP_WIRE_F_NONE, 8, 1), -EPROTO,
+                  "flag not allowed for this frame type");
+    // RUN is a MESSAGE's alone.
+    expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_RESULT, PP_WIRE_F_RUN, 8, 1), -EPROTO,
                   "flag not allowed for this frame type");
     expect_sticky(raw_hdr(PP_WIRE_VERSION, PP_WIRE_CHUNK, PP_WIRE_F_CHUNKED, 8, 1), -EPROTO,
                   "flag not allowed for this frame type");
