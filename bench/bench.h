@@ -135,8 +135,9 @@ int pp_bench_c2c(const struct bench_opts *o);
 int bench_run_stream(const struct bench_opts *o);
 int bench_run_collect(const struct bench_opts *o);
 uint64_t bench_stream_values(const struct bench_opts *o);
-/* One job streaming n values to collector c (collect.c): ns, or < 0. */
-double bench_stream_round(pp_collector *c, uint64_t n);
+/* One job streaming n values to collector c (collect.c): a warm-up, then
+ * the best of `rounds` streams: ns, or < 0. */
+double bench_stream_best(pp_collector *c, uint64_t n, int rounds);
 uint64_t bench_collect_jobs(const struct bench_opts *o);
 
 /* Peers (peers.c): runs every peer for a workload, emitting their lines. */

@@ -149,9 +149,8 @@ static int stream_read(pp_collector *c, uint64_t n)
     return 0;
 }
 
-/* One stream of n values, from the submit to PP_END; ns, or < 0 (also
- * remote-stream's, on a node). */
-double bench_stream_round(pp_collector *c, uint64_t n)
+/* One stream of n values, from the submit to PP_END; ns, or < 0. */
+static double stream_round(pp_collector *c, uint64_t n)
 {
     double t0 = bench_now_ns();
     int r = pp_collector_submit(c, job_stream, &n, sizeof(n));
@@ -164,9 +163,20 @@ double bench_stream_round(pp_collector *c, uint64_t n)
     return bench_now_ns() - t0;
 }
 
-/* One fresh server: a warm-up stream (it fills the collector's chunks
- * and the worker's ring once, as in any long-running program), then the
- * best of STREAM_ROUNDS streams of n values.  ns, or < 0. */
+/* A warm-up stream of n/10 values (it fills the collector's chunks and
+ * the sender's ring once), then the best of `rounds` streams of n: ns,
+ * or < 0 (also remote-stream's, on a node). */
+double bench_stream_best(pp_collector *c, uint64_t n, int rounds)
+{
+    double best = stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
+    for (int k = 0; k < rounds && best >= 0; k++) {
+        double el = stream_round(c, n);
+        best = el < 0 ? -1 : (el < best ? el : best);
+    }
+    return best;
+}
+
+/* One fresh server: bench_stream_best with STREAM_ROUNDS.  ns, or < 0. */
 static double stream_server(const struct bench_opts *o, uint64_t n, bool busy, int *workers)
 {
     pp_server *s;
@@ -180,11 +190,7 @@ static double stream_server(const struct bench_opts *o, uint64_t n, bool busy, i
         pp_server_destroy(s);
         return -1;
     }
-    double best = bench_stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
-    for (int k = 0; k < STREAM_ROUNDS && best >= 0; k++) {
-        double el = bench_stream_round(c, n);
-        best = el < 0 ? -1 : (el < best ? el : best);
-    }
+    double best = bench_stream_best(c, n, STREAM_ROUNDS);
     *workers = pp_get_ncpus(s);
     pp_collector_destroy(c);
     pp_server_destroy(s);

@@ -1499,11 +1499,7 @@ static int pp_remote_stream(const struct bench_opts *o, uint64_t n)
         remote_close(&rm);
         return r;
     }
-    double best = bench_stream_round(c, n / 10 + 1) < 0 ? -1 : INFINITY;
-    for (int k = 0; k < RSTREAM_ROUNDS && best >= 0; k++) {
-        double el = bench_stream_round(c, n);
-        best = el < 0 ? -1 : (el < best ? el : best);
-    }
+    double best = bench_stream_best(c, n, RSTREAM_ROUNDS);
     pp_collector_destroy(c);
     remote_close(&rm);
     if (best < 0)

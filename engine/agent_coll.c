@@ -72,20 +72,28 @@ static size_t pad8(uint64_t n)
     return (size_t)((n + 7u) & ~(uint64_t)7u);
 }
 
+/* Room for need more bytes in b (it doubles); false when out of memory. */
+static bool reserve(struct obuf *b, size_t need)
+{
+    if (b->cap - b->len >= need)
+        return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap - b->len < need)
+        cap *= 2;
+    unsigned char *p = realloc(b->p, cap);
+    if (!p)
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
 /* Appends one record; false when out of memory. */
 static bool put(struct obuf *b, const struct orec *r, const void *data)
 {
     size_t need = sizeof(*r) + pad8(r->len);
-    if (b->cap - b->len < need) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < need)
-            cap *= 2;
-        unsigned char *p = realloc(b->p, cap);
-        if (!p)
-            return false;
-        b->p = p;
-        b->cap = cap;
-    }
+    if (!reserve(b, need))
+        return false;
     memcpy(b->p + b->len, r, sizeof(*r));
     if (r->len)
         memcpy(b->p + b->len + sizeof(*r), data, (size_t)r->len);
@@ -106,22 +114,12 @@ static bool flush(struct pp_acoll *ac, struct obuf *mine)
         struct obuf t = ac->fill;
         ac->fill = *mine;
         *mine = t;
-    } else if (ac->fill.cap - ac->fill.len < mine->len) {
-        size_t cap = ac->fill.cap;
-        while (cap - ac->fill.len < mine->len)
-            cap *= 2;
-        unsigned char *p = realloc(ac->fill.p, cap);
-        if (p) {
-            ac->fill.p = p;
-            ac->fill.cap = cap;
-        } else {
-            ac->read_err = -ENOMEM; /* nothing more can leave: the session is no use */
-            ok = false;
-        }
-    }
-    if (ok && !was_empty) {
+    } else if (reserve(&ac->fill, mine->len)) {
         memcpy(ac->fill.p + ac->fill.len, mine->p, mine->len);
         ac->fill.len += mine->len;
+    } else {
+        ac->read_err = -ENOMEM; /* nothing more can leave: the session is no use */
+        ok = false;
     }
     mine->len = 0;
     pthread_mutex_unlock(&ac->lock);

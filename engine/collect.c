@@ -84,6 +84,14 @@ static size_t item_size(const struct item *it)
     return sizeof(struct item) + (it->kind == IT_DATA ? (n + 7u) & ~(size_t)7u : 0);
 }
 
+/* What a worker's message item (not in a run) costs the bound: its item
+ * in the queue, and its page-heap block (add_locked adds it, deliver
+ * takes it off: the two must agree). */
+static size_t msg_bytes(const struct item *it)
+{
+    return item_size(it) + (it->kind == IT_BLOCK ? it->len : 0);
+}
+
 /* need bytes at the end of q's last chunk (a new one when they do not
  * fit); NULL when out of memory. */
 static struct chunk *q_room(struct queue *q, size_t need)
@@ -265,7 +273,8 @@ static void ring(struct pp_collector *c)
 
 static struct pp_task *job_task(const struct cjob *j);
 
-/* Under the lock: the engine stopped a ring for us; have it look again. */
+/* Under the lock: the engine stopped a ring for us; have it look again.
+ * (Only the engine sets paused: a collector without a server never is.) */
 static void unpause(struct pp_collector *c)
 {
     if (!c->paused)
@@ -509,8 +518,7 @@ static struct cjob *admit_locked(struct pp_collector *c, bool worker)
     if (c->limit && !below_limit(c)) {
         /* This thread may be the reader: the jobs must not wait for it. */
         c->unbound++;
-        if (c->s)
-            unpause(c);
+        unpause(c);
         while (!below_limit(c))
             bell_wait(c, below_limit, NULL);
         c->unbound--;
@@ -553,7 +561,7 @@ static bool add_locked(struct pp_collector *c, struct cjob *j, struct item *it,
             ok = q_put_run(job_queue(c, j), it, data, &added);
         } else {
             ok = q_put(job_queue(c, j), it, data);
-            added = item_size(it) + (it->kind == IT_BLOCK ? it->len : 0);
+            added = msg_bytes(it);
         }
         if (ok && it->cj) /* a worker's message: what the bound counts (the reader: shown()) */
             c->held_bytes += added;
@@ -1037,7 +1045,7 @@ static int deliver(pp_collector *c, struct item *it, const void **data, size_t *
         c->rq_finals++;
     } else if (c->cur.cj) {
         count_shown(c, (struct cjob *)(uintptr_t)c->cur.cj);
-        c->rd_bytes += item_size(&c->cur) + (c->cur.kind == IT_BLOCK ? c->cur.len : 0);
+        c->rd_bytes += msg_bytes(&c->cur);
     }
     if (c->bg)
         pp__bg_read(c, &c->cur);
@@ -1200,8 +1208,7 @@ PP_EXPORT int pp_collector_set_max_bytes(pp_collector *c, size_t max)
         return -EINVAL;
     pthread_mutex_lock(&c->lock);
     c->max_bytes = max;
-    if (c->s)
-        unpause(c); /* a higher bound (or none) may let a stopped ring go on */
+    unpause(c); /* a higher bound (or none) may let a stopped ring go on */
     pthread_mutex_unlock(&c->lock);
     return 0;
 }
@@ -1276,8 +1283,7 @@ PP_EXPORT void pp_collector_destroy(pp_collector *c)
     } else {
         pthread_mutex_lock(&c->lock);
         c->unbound++; /* nobody reads from here on: nothing may wait for it */
-        if (c->s)
-            unpause(c);
+        unpause(c);
         while (!all_settled(c)) /* the engine, created processes deliver to us */
             bell_wait(c, all_settled, NULL);
         pthread_mutex_unlock(&c->lock);

@@ -319,6 +319,15 @@ extern "C" int remote_crash(pp_job *job)
     return 0;
 }
 
+// Stops each node (SIGTERM): it must exit 0 and leave no session agent.
+static void expect_clean_stop(const std::vector<Node *> &nodes)
+{
+    for (Node *n : nodes) {
+        EXPECT_EQ(n->stop(), 0) << n->logs();
+        EXPECT_TRUE(agents_in(n->cache).empty()) << n->name();
+    }
+}
+
 // SIGKILLs a random session agent of a random node every min_us ..
 // min_us + span_us, at most max_kills times, until stopped.  Session
 // agents only (children of the daemon): a worker killed on a node is a
@@ -389,11 +398,20 @@ protected:
         return srv;
     }
 
-    // A client of these nodes only (ncpus = 0) whose jobs are never given
-    // up however many nodes die under them (node_retries 1000).
-    pp_server *uncapped_client(const std::vector<std::string> &names)
+    // Starts each node with one worker, then a client of them only
+    // (ncpus = 0) whose jobs are never given up however many nodes die
+    // under them (node_retries 1000).  True once every node is up.
+    bool uncapped_on(const std::vector<Node *> &nodes, pp_server **ret)
     {
-        hosts = names;
+        *ret = nullptr;
+        hosts.clear();
+        for (Node *n : nodes) {
+            if (!n->start(secret, 1)) {
+                ADD_FAILURE() << "ppserver did not start: " << n->logs();
+                return false;
+            }
+            hosts.push_back(n->name());
+        }
         ptrs.clear();
         for (auto &h : hosts)
             ptrs.push_back(h.c_str());
@@ -404,9 +422,15 @@ protected:
         cfg.ppservers = ptrs.data();
         cfg.secret = secret.c_str();
         cfg.node_retries = 1000;
-        pp_server *srv = nullptr;
-        EXPECT_EQ(pp_server_new(&cfg, &srv), 0);
-        return srv;
+        if (pp_server_new(&cfg, ret) != 0) {
+            ADD_FAILURE() << "pp_server_new";
+            return false;
+        }
+        if (!wait_up(*ret, (unsigned)nodes.size())) {
+            ADD_FAILURE() << "nodes not up: " << node_errors(*ret);
+            return false;
+        }
+        return true;
     }
 
     std::string secret, sec_used;
@@ -913,12 +937,8 @@ TEST_P(Remote, NodesDieAndJobsRunElsewhere)
 TEST_P(Remote, RandomSessionKills)
 {
     Node a, b, c;
-    ASSERT_TRUE(a.start(secret, 1));
-    ASSERT_TRUE(b.start(secret, 1));
-    ASSERT_TRUE(c.start(secret, 1));
-    pp_server *srv = uncapped_client({ a.name(), b.name(), c.name() });
-    ASSERT_NE(srv, nullptr);
-    ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
+    pp_server *srv;
+    ASSERT_TRUE(uncapped_on({ &a, &b, &c }, &srv));
 
     const int N = 10000;
     struct Ctx {
@@ -957,10 +977,7 @@ TEST_P(Remote, RandomSessionKills)
         ASSERT_EQ(ctx[i].bad.load(), 0) << i;
     }
     pp_server_destroy(srv);
-    EXPECT_EQ(a.stop(), 0);
-    EXPECT_EQ(b.stop(), 0);
-    EXPECT_EQ(c.stop(), 0);
-    EXPECT_TRUE(agents_in(a.cache).empty());
+    expect_clean_stop({ &a, &b, &c });
 }
 
 // A job that kills every node it runs on stops after the retry cap.
@@ -1986,10 +2003,7 @@ TEST_P(Remote, CollectorJobOnANodeThatDies)
     EXPECT_EQ(info[0].jobs_done + info[1].jobs_done, (uint64_t)NQ);
     pp_collector_destroy(c);
     pp_server_destroy(srv);
-    EXPECT_EQ(a.stop(), 0) << a.logs();
-    EXPECT_EQ(b.stop(), 0) << b.logs();
-    EXPECT_TRUE(agents_in(a.cache).empty());
-    EXPECT_TRUE(agents_in(b.cache).empty());
+    expect_clean_stop({ &a, &b });
 }
 
 // Session agents killed at random instants while collector jobs stream:
@@ -2000,12 +2014,8 @@ TEST_P(Remote, CollectorJobOnANodeThatDies)
 TEST_P(Remote, RandomSessionKillsWhileStreaming)
 {
     Node a, b, c;
-    ASSERT_TRUE(a.start(secret, 1));
-    ASSERT_TRUE(b.start(secret, 1));
-    ASSERT_TRUE(c.start(secret, 1));
-    pp_server *srv = uncapped_client({ a.name(), b.name(), c.name() });
-    ASSERT_NE(srv, nullptr);
-    ASSERT_TRUE(wait_up(srv, 3)) << node_errors(srv);
+    pp_server *srv;
+    ASSERT_TRUE(uncapped_on({ &a, &b, &c }, &srv));
     pp_collector *col = nullptr;
     ASSERT_EQ(pp_collector_new(srv, PP_ARRIVAL, 0, &col), 0);
 
@@ -2061,12 +2071,7 @@ TEST_P(Remote, RandomSessionKillsWhileStreaming)
     RecordProperty("failed", failed);
     pp_collector_destroy(col);
     pp_server_destroy(srv);
-    EXPECT_EQ(a.stop(), 0);
-    EXPECT_EQ(b.stop(), 0);
-    EXPECT_EQ(c.stop(), 0);
-    EXPECT_TRUE(agents_in(a.cache).empty());
-    EXPECT_TRUE(agents_in(b.cache).empty());
-    EXPECT_TRUE(agents_in(c.cache).empty());
+    expect_clean_stop({ &a, &b, &c });
 }
 
 INSTANTIATE_TEST_SUITE_P(Loops, Remote, ::testing::Values("", "epoll"),
